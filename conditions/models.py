@@ -1,0 +1,154 @@
+"""The shared condition registry: one row per distinct condition, whoever uses it."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+TIMEFRAME_CHOICES = [
+    (tf, tf)
+    for tf in (
+        "1m",
+        "3m",
+        "5m",
+        "15m",
+        "30m",
+        "1h",
+        "2h",
+        "4h",
+        "6h",
+        "8h",
+        "12h",
+        "1d",
+        "3d",
+        "1w",
+        "1M",
+    )
+]
+SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
+CONDITION_ID_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class Condition(models.Model):
+    """A canonical condition (CONDITIONS.md section 2), keyed by its SHA-256 id."""
+
+    condition_id = models.CharField(max_length=64, primary_key=True)
+    condition_type = models.CharField(max_length=32, help_text="kind of the left operand")
+    symbol = models.CharField(max_length=20)
+    timeframe = models.CharField(max_length=3, choices=TIMEFRAME_CHOICES)
+    indicator_config = models.JSONField(help_text="the canonical form")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_evaluated_at = models.DateTimeField(null=True, blank=True)
+    evaluation_count = models.BigIntegerField(default=0)
+    last_triggered_at = models.DateTimeField(null=True, blank=True)
+    trigger_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "condition_registry"
+        ordering = ["symbol", "timeframe", "condition_id"]
+        indexes = [models.Index(fields=["symbol", "timeframe"], name="condition_symbol_tf")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(condition_id__regex=CONDITION_ID_PATTERN), name="condition_id_sha256"
+            ),
+            models.CheckConstraint(
+                condition=Q(symbol__regex=SYMBOL_PATTERN), name="condition_symbol_format"
+            ),
+            models.CheckConstraint(
+                condition=Q(timeframe__in=[tf for tf, _ in TIMEFRAME_CHOICES]),
+                name="condition_timeframe_known",
+            ),
+            models.CheckConstraint(
+                condition=Q(evaluation_count__gte=0, trigger_count__gte=0),
+                name="condition_counts_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        left = self.indicator_config.get("left", {})
+        label = left.get("name") or left.get("field") or left.get("kind", "?")
+        return f"{self.symbol} {self.timeframe} {label} {self.indicator_config.get('op')} ({self.condition_id[:10]})"
+
+
+class ConditionSubscription(models.Model):
+    """A bot listening to a registry condition; many bots share one evaluation."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="condition_subscriptions"
+    )
+    bot = models.ForeignKey(
+        "bots.Bot", on_delete=models.CASCADE, related_name="condition_subscriptions"
+    )
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="subscriptions")
+    bot_type = models.CharField(max_length=16)
+    bot_config = models.JSONField(default=dict, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_triggered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "user_condition_subscriptions"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["condition", "active"], name="subscription_condition_active")
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bot", "condition"],
+                condition=Q(active=True),
+                name="one_active_subscription_per_bot",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"bot {self.bot_id} -> {self.condition_id[:10]}"
+
+
+class ConditionEvaluation(models.Model):
+    """The values a condition had at one candle: evaluated once, read by everyone."""
+
+    pk = models.CompositePrimaryKey("condition_id", "candle_time")
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="evaluations")
+    symbol = models.CharField(max_length=20)
+    timeframe = models.CharField(max_length=3)
+    candle_time = models.DateTimeField(help_text="open time of the evaluated candle")
+    indicator_values = models.JSONField()
+    evaluated_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "condition_evaluation_cache"
+        ordering = ["-candle_time"]
+
+    def __str__(self) -> str:
+        return f"{self.condition_id[:10]} @ {self.candle_time:%Y-%m-%d %H:%M}"
+
+
+class ConditionTrigger(models.Model):
+    """A condition that held at a closed candle: at most one row per condition and candle."""
+
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="triggers")
+    symbol = models.CharField(max_length=20)
+    timeframe = models.CharField(max_length=3)
+    triggered_at = models.DateTimeField(auto_now_add=True)
+    candle_time = models.DateTimeField()
+    trigger_value = models.JSONField(default=dict)
+    subscribers_count = models.PositiveIntegerField(default=0)
+    processed = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "condition_triggers"
+        ordering = ["-candle_time"]
+        indexes = [
+            models.Index(
+                fields=["symbol", "timeframe", "candle_time"], name="trigger_symbol_tf_time"
+            )
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["condition", "candle_time"], name="one_trigger_per_condition_candle"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.condition_id[:10]} fired @ {self.candle_time:%Y-%m-%d %H:%M}"
