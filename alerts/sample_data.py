@@ -21,9 +21,23 @@ RSI_OVERSOLD = {"indicator": "RSI", "operator": "<", "compareValue": 30, "settin
 
 SAMPLE_ALERTS = [
     # (owner, name, symbol, conditionConfig, action, fire_mode)
-    ("alice", "ETHBTC RSI(14) oversold", "ETHBTC", {"mode": "simple", "conditions": [RSI_OVERSOLD]}, {"type": "notify"}, "per_bar_close"),
+    (
+        "alice",
+        "ETHBTC RSI(14) oversold",
+        "ETHBTC",
+        {"mode": "simple", "conditions": [RSI_OVERSOLD]},
+        {"type": "notify"},
+        "per_bar_close",
+    ),
     # bob watches the very same condition: the registry evaluates it once for both.
-    ("bob", "ETH oversold (bob)", "ETHBTC", {"mode": "simple", "conditions": [RSI_OVERSOLD]}, {"type": "notify"}, "per_bar_close"),
+    (
+        "bob",
+        "ETH oversold (bob)",
+        "ETHBTC",
+        {"mode": "simple", "conditions": [RSI_OVERSOLD]},
+        {"type": "notify"},
+        "per_bar_close",
+    ),
     (
         "alice",
         "LTCBTC price crosses above EMA(50)",
@@ -46,7 +60,17 @@ SAMPLE_ALERTS = [
         "bob",
         "ADABTC MACD histogram turns positive",
         "ADABTC",
-        {"mode": "simple", "conditions": [{"indicator": "MACD", "component": "histogram", "operator": "crosses_above", "compareValue": 0}]},
+        {
+            "mode": "simple",
+            "conditions": [
+                {
+                    "indicator": "MACD",
+                    "component": "histogram",
+                    "operator": "crosses_above",
+                    "compareValue": 0,
+                }
+            ],
+        },
         {"type": "webhook", "url": "http://127.0.0.1:8765/hooks/tradeeon"},
         "per_bar_close",
     ),
@@ -57,13 +81,23 @@ SAMPLE_ALERTS = [
         {
             "mode": "playbook",
             "conditions": [
-                {"condition": {"indicator": "RSI", "operator": "<", "compareValue": 35}, "priority": 1, "logic": "AND", "validityDuration": 6, "validityDurationUnit": "bars"},
+                {
+                    "condition": {"indicator": "RSI", "operator": "<", "compareValue": 35},
+                    "priority": 1,
+                    "logic": "AND",
+                    "validityDuration": 6,
+                    "validityDurationUnit": "bars",
+                },
                 {
                     "condition": {
                         "type": "price",
                         "operator": "<",
                         "compareWith": "indicator_component",
-                        "rhs": {"indicator": "BBANDS", "component": "lower", "settings": {"length": 20, "std": 2}},
+                        "rhs": {
+                            "indicator": "BBANDS",
+                            "component": "lower",
+                            "settings": {"length": 20, "std": 2},
+                        },
                     },
                     "priority": 2,
                     "logic": "AND",
@@ -82,7 +116,12 @@ SAMPLE_ALERTS = [
         {
             "mode": "simple",
             "conditions": [
-                {"type": "volume", "operator": ">", "compareWith": "indicator_component", "rhs": {"indicator": "SMA", "settings": {"length": 20, "source": "volume"}}},
+                {
+                    "type": "volume",
+                    "operator": ">",
+                    "compareWith": "indicator_component",
+                    "rhs": {"indicator": "SMA", "settings": {"length": 20, "source": "volume"}},
+                },
                 {"indicator": "RSI", "operator": ">", "compareValue": 60},
             ],
             "logic": "AND",
@@ -130,7 +169,9 @@ def load_sample_data() -> Loaded:
     usernames = sorted({owner for owner, *_ in SAMPLE_ALERTS} | {SAMPLE_BOT["owner"]})
     users = {}
     for username in [*usernames, OPERATOR]:
-        user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.com"})
+        user, _ = User.objects.get_or_create(
+            username=username, defaults={"email": f"{username}@example.com"}
+        )
         user.is_staff = user.is_superuser = username == OPERATOR
         user.set_password(DEMO_PASSWORD)
         user.save()
@@ -155,7 +196,9 @@ def load_sample_data() -> Loaded:
         alerts.append(alert)
 
     owner = users[SAMPLE_BOT["owner"]]
-    account, _ = ExchangeAccount.objects.get_or_create(user=owner, name="Paper", defaults={"exchange": "paper"})
+    account, _ = ExchangeAccount.objects.get_or_create(
+        user=owner, name="Paper", defaults={"exchange": "paper"}
+    )
     bot, _ = Bot.objects.update_or_create(
         user=owner,
         name=SAMPLE_BOT["name"],

@@ -6,7 +6,13 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from .models import Condition, ConditionEvaluation, ConditionSubscription, ConditionTrigger
+from .models import (
+    Condition,
+    ConditionEvaluation,
+    ConditionSubscription,
+    ConditionTrigger,
+    EvaluationCursor,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -158,3 +164,10 @@ class ConditionTriggerAdmin(ReadOnlyAdmin):
     list_filter = ("processed", "timeframe", "symbol")
     search_fields = ("condition__condition_id", "symbol")
     date_hierarchy = "candle_time"
+
+
+@admin.register(EvaluationCursor)
+class EvaluationCursorAdmin(ReadOnlyAdmin):
+    list_display = ("symbol", "timeframe", "last_bar", "updated_at")
+    list_filter = ("timeframe", "symbol")
+    search_fields = ("symbol",)

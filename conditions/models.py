@@ -152,3 +152,24 @@ class ConditionTrigger(models.Model):
 
     def __str__(self) -> str:
         return f"{self.condition_id[:10]} fired @ {self.candle_time:%Y-%m-%d %H:%M}"
+
+
+class EvaluationCursor(models.Model):
+    """The last closed bar evaluated per (symbol, timeframe). Moves in the same
+    transaction as the bar's triggers, so after any crash it says exactly
+    which bars still need evaluating."""
+
+    symbol = models.CharField(max_length=20)
+    timeframe = models.CharField(max_length=3)
+    last_bar = models.DateTimeField(help_text="open time of the last evaluated closed bar")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "evaluation_cursors"
+        ordering = ["symbol", "timeframe"]
+        constraints = [
+            models.UniqueConstraint(fields=["symbol", "timeframe"], name="one_cursor_per_pair")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.timeframe} @ {self.last_bar:%Y-%m-%d %H:%M}"

@@ -211,6 +211,7 @@ ALERT_MAX_ALERTS_PER_SYMBOL = env_int("ALERT_MAX_ALERTS_PER_SYMBOL", 200)
 WEBHOOK_ALLOWED_PRIVATE_HOSTS = env_list("WEBHOOK_ALLOWED_PRIVATE_HOSTS")
 WEBHOOK_TIMEOUT_S = float(env_str("WEBHOOK_TIMEOUT_S", "5"))
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 5)
+WEBHOOK_RETRY_BASE_S = float(env_str("WEBHOOK_RETRY_BASE_S", "5"))
 
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -220,9 +221,12 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # The default 1 s poll would add a second to every hop of a chain.
+        "polling_interval": 0.1,
     }
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}

@@ -1,0 +1,238 @@
+"""What follows a trigger: in-app notification, webhook, events, bot actions.
+
+Everything here may run twice (a worker dies after doing the work but before
+acknowledging it, or the sweeper re-sends a message): every effect is keyed
+by a unique constraint, so running twice does it once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from conditions.models import ConditionSubscription, ConditionTrigger
+
+from . import events, webhooks
+from .models import AlertTrigger, Notification, OutboxMessage, WebhookDelivery, WebhookSecret
+
+logger = logging.getLogger(__name__)
+
+# A message sent but not done after this long is presumed lost with its worker.
+SWEEP_AFTER = timedelta(seconds=30)
+MAX_OUTBOX_ATTEMPTS = 20
+
+
+def send_outbox(message_ids: list[int]) -> None:
+    """Queue the messages (called after the commit that wrote them)."""
+    from .tasks import process_outbox
+
+    OutboxMessage.objects.filter(pk__in=message_ids, sent_at__isnull=True).update(
+        sent_at=timezone.now()
+    )
+    for message_id in message_ids:
+        try:
+            process_outbox.delay(message_id)
+        except Exception:  # broker down: the sweeper will send it
+            logger.exception("outbox message %s not queued; the sweeper will retry", message_id)
+
+
+def sweep_outbox() -> int:
+    """Re-send what a crashed worker (or a broker outage) left behind."""
+    cutoff = timezone.now() - SWEEP_AFTER
+    stale = list(
+        OutboxMessage.objects.filter(
+            done_at__isnull=True, created_at__lte=cutoff, attempts__lt=MAX_OUTBOX_ATTEMPTS
+        )
+        .exclude(sent_at__gt=cutoff)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:1000]
+    )
+    if stale:
+        logger.warning("re-sending %d outbox message(s) left behind", len(stale))
+        OutboxMessage.objects.filter(pk__in=stale).update(sent_at=None)
+        send_outbox(stale)
+    return len(stale)
+
+
+def process_outbox(message_id: int) -> None:
+    message = OutboxMessage.objects.filter(pk=message_id).first()
+    if message is None or message.done_at is not None:
+        return
+    OutboxMessage.objects.filter(pk=message_id).update(attempts=message.attempts + 1)
+    handler = HANDLERS.get(message.topic)
+    if handler is None:
+        OutboxMessage.objects.filter(pk=message_id).update(
+            last_error=f"unknown topic {message.topic}"
+        )
+        logger.error("outbox message %s has an unknown topic %r", message_id, message.topic)
+        return
+    try:
+        handler(message.payload)
+    except Exception as exc:
+        OutboxMessage.objects.filter(pk=message_id).update(
+            last_error=f"{type(exc).__name__}: {exc}"[:500]
+        )
+        raise
+    OutboxMessage.objects.filter(pk=message_id).update(done_at=timezone.now(), last_error="")
+
+
+def dispatch_alert_trigger(payload: dict) -> None:
+    trigger = (
+        AlertTrigger.objects.select_related("alert", "alert__user")
+        .filter(pk=payload["alert_trigger_id"])
+        .first()
+    )
+    if trigger is None:
+        return
+    alert = trigger.alert
+    title = f"{alert.name or 'Alert'}: {alert.symbol} {alert.base_timeframe}"
+    close = trigger.snapshot.get("close")
+    body = f"Fired at the bar opening {trigger.bar_open_time:%Y-%m-%d %H:%M} UTC" + (
+        f", close {close:g}." if close is not None else "."
+    )
+    try:
+        with transaction.atomic():
+            Notification.objects.get_or_create(
+                trigger=trigger, defaults={"user": alert.user, "title": title[:200], "body": body}
+            )
+    except IntegrityError:
+        pass  # created by a concurrent run of this same message
+
+    event = {
+        "event_type": "alert.triggered",
+        "alert_id": alert.pk,
+        "alert_trigger_id": trigger.pk,
+        "condition_id": next(iter(trigger.snapshot.get("values", {})), None),
+        "symbol": alert.symbol,
+        "timeframe": alert.base_timeframe,
+        "triggered_at": trigger.fired_at.isoformat(),
+        "bar_open_time": trigger.bar_open_time.isoformat(),
+        "trigger_value": trigger.snapshot,
+    }
+    events.publish([events.user_alerts_channel(alert.user_id)], event)
+
+    if (alert.action or {}).get("type") == "webhook":
+        from .tasks import deliver_webhook
+
+        if not WebhookDelivery.objects.filter(trigger=trigger).exists():
+            deliver_webhook.delay(trigger.pk, 1)
+
+
+def dispatch_condition_trigger(payload: dict) -> None:
+    trigger = ConditionTrigger.objects.filter(pk=payload["condition_trigger_id"]).first()
+    if trigger is None:
+        return
+    event = {
+        "event_type": "condition.triggered",
+        "condition_id": trigger.condition_id,
+        "symbol": trigger.symbol,
+        "timeframe": trigger.timeframe,
+        "triggered_at": trigger.triggered_at.isoformat(),
+        "candle_time": trigger.candle_time.isoformat(),
+        "trigger_value": trigger.trigger_value,
+    }
+    events.publish(
+        events.condition_channels(trigger.condition_id, trigger.symbol, trigger.timeframe), event
+    )
+    from bots.tasks import bot_action
+
+    subscriptions = ConditionSubscription.objects.filter(
+        condition_id=trigger.condition_id, active=True
+    )
+    for subscription in subscriptions:
+        events.publish(
+            [events.user_bot_channel(subscription.user_id, subscription.bot_id)],
+            {**event, "bot_id": subscription.bot_id, "bot_config": subscription.bot_config},
+        )
+        bot_action.delay(subscription.pk, trigger.pk)
+    ConditionTrigger.objects.filter(pk=trigger.pk).update(processed=True)
+
+
+HANDLERS = {
+    "alert_trigger": dispatch_alert_trigger,
+    "condition_trigger": dispatch_condition_trigger,
+}
+
+
+def webhook_payload(trigger: AlertTrigger) -> dict:
+    alert = trigger.alert
+    return {
+        "event_id": f"alert_trigger:{trigger.pk}",
+        "event_type": "alert.triggered",
+        "sent_at": timezone.now().isoformat(),
+        "alert": {
+            "id": alert.pk,
+            "name": alert.name,
+            "symbol": alert.symbol,
+            "timeframe": alert.base_timeframe,
+        },
+        "bar_open_time": trigger.bar_open_time.isoformat(),
+        "fired_at": trigger.fired_at.isoformat(),
+        "snapshot": trigger.snapshot,
+    }
+
+
+def retry_delay_s(attempt: int) -> float:
+    return settings.WEBHOOK_RETRY_BASE_S * 2 ** (attempt - 1)
+
+
+def deliver_webhook(trigger_id: int, attempt: int) -> float | None:
+    """One attempt, recorded; returns the delay before the next attempt, or None."""
+    trigger = AlertTrigger.objects.select_related("alert").filter(pk=trigger_id).first()
+    if trigger is None:
+        return None
+    if WebhookDelivery.objects.filter(trigger=trigger, attempt=attempt).exists():
+        return None  # this attempt already ran (a redelivered task)
+    if WebhookDelivery.objects.filter(
+        trigger=trigger, outcome=WebhookDelivery.Outcome.DELIVERED
+    ).exists():
+        return None
+    url = (trigger.alert.action or {}).get("url", "")
+    try:
+        webhooks.check_webhook_url(url)
+    except webhooks.WebhookURLRefused as exc:
+        _record_delivery(
+            trigger,
+            url,
+            attempt,
+            webhooks.Attempt(None, "", str(exc)),
+            WebhookDelivery.Outcome.REFUSED,
+            None,
+        )
+        return None
+    secret, _ = WebhookSecret.objects.get_or_create(user_id=trigger.alert.user_id)
+    result = webhooks.post(
+        url, webhooks.encode(webhook_payload(trigger)), secret.secret, f"alert_trigger:{trigger.pk}"
+    )
+    if result.delivered:
+        outcome, delay = WebhookDelivery.Outcome.DELIVERED, None
+    elif result.retryable and attempt < settings.WEBHOOK_MAX_ATTEMPTS:
+        outcome, delay = WebhookDelivery.Outcome.RETRYING, retry_delay_s(attempt)
+    else:
+        outcome, delay = WebhookDelivery.Outcome.FAILED, None
+    next_retry = timezone.now() + timedelta(seconds=delay) if delay is not None else None
+    if not _record_delivery(trigger, url, attempt, result, outcome, next_retry):
+        return None
+    return delay
+
+
+def _record_delivery(trigger, url, attempt, result, outcome, next_retry) -> bool:
+    try:
+        with transaction.atomic():
+            WebhookDelivery.objects.create(
+                trigger=trigger,
+                url=url[:500],
+                attempt=attempt,
+                status_code=result.status_code,
+                response_excerpt=result.excerpt,
+                error=result.error[:500],
+                outcome=outcome,
+                next_retry_at=next_retry,
+            )
+    except IntegrityError:
+        return False
+    return True

@@ -1,0 +1,66 @@
+"""Celery tasks: thin; each takes ids, calls one service function."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import group, shared_task
+
+from conditions.marketdata.base import RateLimited
+
+from . import dispatch, evaluation, scheduling
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def tick() -> int:
+    """Beat, every second: fan out one evaluate_symbol per due pair."""
+    now_ms = evaluation.market().source.server_time_ms()
+    due = scheduling.due_pairs(now_ms)
+    if not due:
+        return 0
+    scheduling.mark_queued(due)
+    group(
+        evaluate_symbol.s(p.symbol, p.timeframe, now_ms=now_ms, forming=p.forming).set(
+            expires=scheduling.forming_expiry_s() if p.forming else scheduling.EVALUATION_EXPIRES_S
+        )
+        for p in due
+    ).apply_async()
+    return len(due)
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=5)
+def evaluate_symbol(
+    self, symbol: str, timeframe: str, now_ms: int | None = None, forming: bool = False
+) -> dict:
+    try:
+        report = evaluation.evaluate_symbol(symbol, timeframe, now_ms=now_ms, forming=forming)
+    except RateLimited as exc:
+        raise self.retry(countdown=exc.retry_after_s) from exc
+    return {
+        "bars": len(report.bars),
+        "alert_triggers": report.alert_triggers,
+        "condition_triggers": report.condition_triggers,
+    }
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=10, default_retry_delay=2)
+def process_outbox(self, message_id: int) -> None:
+    try:
+        dispatch.process_outbox(message_id)
+    except Exception as exc:
+        logger.warning("outbox message %s failed (%s); retrying", message_id, exc)
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
+
+
+@shared_task(ignore_result=True)
+def deliver_webhook(trigger_id: int, attempt: int) -> None:
+    delay = dispatch.deliver_webhook(trigger_id, attempt)
+    if delay is not None:
+        deliver_webhook.apply_async((trigger_id, attempt + 1), countdown=delay)
+
+
+@shared_task(ignore_result=True)
+def sweep_outbox() -> int:
+    return dispatch.sweep_outbox()

@@ -1,0 +1,101 @@
+"""Registry operations: conditions enter the registry only through
+normalization, so equal conditions always land on one row."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+
+from conditions.engine.normalize import condition_id as make_condition_id
+from conditions.engine.normalize import normalize_condition
+
+from .models import Condition, ConditionSubscription
+
+logger = logging.getLogger(__name__)
+
+
+def condition_type(canonical: Mapping) -> str:
+    left = canonical["left"]
+    return left["name"].lower() if left["kind"] == "indicator" else left["kind"]
+
+
+def register_canonical(canonical: Mapping) -> tuple[Condition, bool]:
+    """The registry row of a canonical condition, created if new."""
+    cid = make_condition_id(canonical)
+    existing = Condition.objects.filter(pk=cid).first()
+    if existing:
+        return existing, False
+    try:
+        with transaction.atomic():
+            return (
+                Condition.objects.create(
+                    condition_id=cid,
+                    condition_type=condition_type(canonical),
+                    symbol=canonical["symbol"],
+                    timeframe=canonical["timeframe"],
+                    indicator_config=dict(canonical),
+                ),
+                True,
+            )
+    except IntegrityError:
+        # Another request registered the same condition a moment ago.
+        return Condition.objects.get(pk=cid), False
+
+
+def register_condition(
+    raw: Mapping, *, symbol: str | None = None, timeframe: str | None = None
+) -> tuple[Condition, bool]:
+    """Normalize any accepted input shape and register it. Raises ConditionError."""
+    return register_canonical(normalize_condition(raw, symbol=symbol, timeframe=timeframe))
+
+
+def register_all(canonicals: Iterable[Mapping]) -> list[Condition]:
+    return [register_canonical(canonical)[0] for canonical in canonicals]
+
+
+def subscribe(
+    *, user, bot, condition: Condition, bot_type: str, bot_config: Mapping | None = None
+) -> tuple[ConditionSubscription, bool]:
+    """One active subscription per bot and condition; subscribing again returns it."""
+    existing = ConditionSubscription.objects.filter(
+        bot=bot, condition=condition, active=True
+    ).first()
+    if existing:
+        return existing, False
+    try:
+        with transaction.atomic():
+            return (
+                ConditionSubscription.objects.create(
+                    user=user,
+                    bot=bot,
+                    condition=condition,
+                    bot_type=bot_type,
+                    bot_config=dict(bot_config or {}),
+                ),
+                True,
+            )
+    except IntegrityError:
+        return ConditionSubscription.objects.get(bot=bot, condition=condition, active=True), False
+
+
+def unsubscribe_bot(bot, condition_ids: Iterable[str] | None = None) -> int:
+    subscriptions = ConditionSubscription.objects.filter(bot=bot, active=True)
+    if condition_ids is not None:
+        subscriptions = subscriptions.filter(condition_id__in=list(condition_ids))
+    return subscriptions.update(active=False)
+
+
+def subscriber_counts(condition_ids: Iterable[str]) -> dict[str, int]:
+    """Active bot subscriptions plus active alerts, per condition."""
+    ids = list(condition_ids)
+    counts = dict.fromkeys(ids, 0)
+    rows = Condition.objects.filter(pk__in=ids).annotate(
+        bots=Count("subscriptions", filter=Q(subscriptions__active=True), distinct=True),
+        alert_count=Count("alerts", filter=Q(alerts__status="active"), distinct=True),
+    )
+    for row in rows.values("condition_id", "bots", "alert_count"):
+        counts[row["condition_id"]] = row["bots"] + row["alert_count"]
+    return counts
