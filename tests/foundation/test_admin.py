@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 
 from alerts.models import Alert, Notification, OutboxMessage, WebhookDelivery, WebhookSecret
 from bots.models import Bot, DealEvent
-from conditions.models import ConditionEvaluation, ConditionTrigger
+from conditions.models import ConditionEvaluation, ConditionTrigger, EvaluationCursor
 from tests.factories import (
     AlertTriggerFactory,
     ExchangeAccountFactory,
@@ -58,6 +58,7 @@ def populated():
     WebhookSecret.objects.create(user=trigger.alert.user)
     DealEvent.objects.create(deal=order.deal, to_state="opening", cause="entry")
     Group.objects.create(name="operators")
+    EvaluationCursor.objects.create(symbol="ETHBTC", timeframe="5m", last_bar=bar)
     Token.objects.create(user=trigger.alert.user)
     return account
 
