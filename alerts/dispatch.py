@@ -8,10 +8,13 @@ by a unique constraint, so running twice does it once.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import BigIntegerField, Exists, OuterRef, Subquery
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from conditions.models import ConditionSubscription, ConditionTrigger
@@ -21,9 +24,10 @@ from .models import AlertTrigger, Notification, OutboxMessage, WebhookDelivery, 
 
 logger = logging.getLogger(__name__)
 
-# A message sent but not done after this long is presumed lost with its worker.
-SWEEP_AFTER = timedelta(seconds=30)
 MAX_OUTBOX_ATTEMPTS = 20
+# Lost webhook attempts are looked for this far back: far longer than any
+# retry schedule or sweeper outage, short enough to stay cheap.
+WEBHOOK_SWEEP_WINDOW = timedelta(hours=6)
 
 
 def send_outbox(message_ids: list[int]) -> None:
@@ -42,7 +46,8 @@ def send_outbox(message_ids: list[int]) -> None:
 
 def sweep_outbox() -> int:
     """Re-send what a crashed worker (or a broker outage) left behind."""
-    cutoff = timezone.now() - SWEEP_AFTER
+    # A message sent but not done after OUTBOX_SWEEP_AFTER_S is presumed lost with its worker.
+    cutoff = timezone.now() - timedelta(seconds=settings.OUTBOX_SWEEP_AFTER_S)
     stale = list(
         OutboxMessage.objects.filter(
             done_at__isnull=True, created_at__lte=cutoff, attempts__lt=MAX_OUTBOX_ATTEMPTS
@@ -55,7 +60,56 @@ def sweep_outbox() -> int:
         logger.warning("re-sending %d outbox message(s) left behind", len(stale))
         OutboxMessage.objects.filter(pk__in=stale).update(sent_at=None)
         send_outbox(stale)
-    return len(stale)
+    return len(stale) + sweep_webhooks(cutoff)
+
+
+def sweep_webhooks(cutoff: datetime) -> int:
+    """Queue again the webhook attempts a dead worker took with it.
+
+    The outbox is done with a trigger once dispatch has queued its first
+    webhook attempt, and a retry lives only in the broker until it runs, so an
+    attempt lost with its worker (or with the broker) is found here: the first
+    attempt of a dispatched trigger with no delivery row, or the attempt after
+    a `retrying` row whose time is long past.
+    """
+    from .tasks import deliver_webhook
+
+    recent = timezone.now() - WEBHOOK_SWEEP_WINDOW
+    dispatched = (
+        OutboxMessage.objects.filter(
+            topic="alert_trigger", done_at__gte=recent, done_at__lte=cutoff
+        )
+        .annotate(
+            trigger_id=Cast(KeyTextTransform("alert_trigger_id", "payload"), BigIntegerField())
+        )
+        .values("trigger_id")
+    )
+    lost = [
+        (trigger_id, 1)
+        for trigger_id in AlertTrigger.objects.filter(
+            pk__in=Subquery(dispatched),
+            alert__action__type="webhook",
+            webhook_deliveries__isnull=True,
+        ).values_list("pk", flat=True)
+    ]
+    next_attempt = WebhookDelivery.objects.filter(
+        trigger=OuterRef("trigger"), attempt=OuterRef("attempt") + 1
+    )
+    lost += [
+        (trigger_id, attempt + 1)
+        for trigger_id, attempt in WebhookDelivery.objects.filter(
+            outcome=WebhookDelivery.Outcome.RETRYING,
+            next_retry_at__gte=recent,
+            next_retry_at__lte=cutoff,
+        )
+        .exclude(Exists(next_attempt))
+        .values_list("trigger_id", "attempt")
+    ]
+    if lost:
+        logger.warning("re-queueing %d webhook attempt(s) left behind", len(lost))
+    for trigger_id, attempt in lost:
+        deliver_webhook.delay(trigger_id, attempt)
+    return len(lost)
 
 
 def process_outbox(message_id: int) -> None:
@@ -181,10 +235,32 @@ def retry_delay_s(attempt: int) -> float:
 
 
 def deliver_webhook(trigger_id: int, attempt: int) -> float | None:
-    """One attempt, recorded; returns the delay before the next attempt, or None."""
-    trigger = AlertTrigger.objects.select_related("alert").filter(pk=trigger_id).first()
-    if trigger is None:
+    """One attempt, recorded; returns the delay before the next attempt, or None.
+
+    The trigger's row stays locked during the attempt, so a duplicate of it
+    (a redelivered task, or one the sweeper queued while the first ran late)
+    waits, then finds the attempt recorded and does not post a second time.
+    A worker that dies mid-attempt takes its lock with its connection.
+    """
+    user_id = (
+        AlertTrigger.objects.filter(pk=trigger_id).values_list("alert__user_id", flat=True).first()
+    )
+    if user_id is None:
         return None
+    # Committed before anything is signed with it: a secret rolled back with a
+    # dead worker's attempt would have signed a request no receiver can verify.
+    secret, _ = WebhookSecret.objects.get_or_create(user_id=user_id)
+    with transaction.atomic():
+        trigger = (
+            AlertTrigger.objects.select_related("alert")
+            .select_for_update(no_key=True, of=("self",))
+            .filter(pk=trigger_id)
+            .first()
+        )
+        return _attempt_webhook(trigger, attempt, secret) if trigger is not None else None
+
+
+def _attempt_webhook(trigger: AlertTrigger, attempt: int, secret: WebhookSecret) -> float | None:
     if WebhookDelivery.objects.filter(trigger=trigger, attempt=attempt).exists():
         return None  # this attempt already ran (a redelivered task)
     if WebhookDelivery.objects.filter(
@@ -204,7 +280,6 @@ def deliver_webhook(trigger_id: int, attempt: int) -> float | None:
             None,
         )
         return None
-    secret, _ = WebhookSecret.objects.get_or_create(user_id=trigger.alert.user_id)
     result = webhooks.post(
         url, webhooks.encode(webhook_payload(trigger)), secret.secret, f"alert_trigger:{trigger.pk}"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
 from django.db.models import F
@@ -55,7 +57,9 @@ MAX_CATCHUP_BARS = 12
 @lru_cache(maxsize=1)
 def market() -> KlineCache:
     """The process's market data: Binance (or the stub) behind the shared kline cache."""
-    return KlineCache(BinanceSource(backoff_cache=caches["default"]))
+    return KlineCache(
+        BinanceSource(backoff_cache=caches["default"]), key_prefix=settings.KLINE_CACHE_PREFIX
+    )
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -93,11 +97,13 @@ def evaluate_symbol(
     now_ms = int(now_ms if now_ms is not None else source.source.server_time_ms())
     now = timezone.now()
 
+    # expires_at is the user's deadline on the wall clock, as the API checks
+    # it; the exchange's clock decides bars, not deadlines.
     report.expired_alerts = Alert.objects.filter(
         symbol=symbol,
         base_timeframe=timeframe,
         status=Alert.Status.ACTIVE,
-        expires_at__lte=ms_to_datetime(now_ms),
+        expires_at__lte=now,
     ).update(status=Alert.Status.EXPIRED, updated_at=now)
 
     alerts = Alert.objects.filter(
@@ -288,9 +294,15 @@ def _record_conditions(
     )
     report.condition_triggers = len(inserted)
     fired_ids = [cid for _, cid in inserted]
-    Condition.objects.filter(pk__in=fired_ids).update(
-        last_triggered_at=now, trigger_count=F("trigger_count") + 1
-    )
+    # A catch-up inserts several triggers of one condition at once: one
+    # update per distinct number of new triggers, not one per condition.
+    by_count: dict[int, list[str]] = {}
+    for cid, count in Counter(fired_ids).items():
+        by_count.setdefault(count, []).append(cid)
+    for count, cids in by_count.items():
+        Condition.objects.filter(pk__in=cids).update(
+            last_triggered_at=now, trigger_count=F("trigger_count") + count
+        )
     with_bots = set(
         ConditionSubscription.objects.filter(condition_id__in=fired_ids, active=True).values_list(
             "condition_id", flat=True

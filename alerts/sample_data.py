@@ -131,29 +131,55 @@ SAMPLE_ALERTS = [
     ),
 ]
 
-SAMPLE_BOT = {
-    "owner": "alice",
-    "name": "ETHBTC RSI dip DCA",
-    "symbol": "ETHBTC",
-    "base_timeframe": "5m",
-    "settings": {
-        "entry": {"mode": "simple", "conditions": [RSI_OVERSOLD]},
-        "base_order_size": "0.01",
-        "safety_order_size": "0.005",
-        "max_safety_orders": 4,
-        "active_safety_orders": 2,
-        "price_deviation": 1.0,
-        "step_scale": 1.5,
-        "volume_scale": 1.2,
-        "take_profit": 1.5,
-        "take_profit_type": "average",
-        "trailing_deviation": None,
-        "stop_loss": None,
-        "cooldown": 900,
-        "max_active_deals": 1,
-        "safety_mode": "triggered",
-    },
+# The sample markets are quoted in BTC.
+SAMPLE_PAPER_BALANCES = {"BTC": "1", "USDT": "10000"}
+
+DCA_SETTINGS = {
+    "entry": {"mode": "simple", "conditions": [RSI_OVERSOLD]},
+    "base_order_size": "0.01",
+    "safety_order_size": "0.005",
+    "max_safety_orders": 4,
+    "active_safety_orders": 2,
+    "price_deviation": 0.5,
+    "step_scale": 1.5,
+    "volume_scale": 1.2,
+    "take_profit": 1.0,
+    "take_profit_type": "average",
+    "trailing_deviation": None,
+    "stop_loss": None,
+    "cooldown": 900,
+    "max_active_deals": 1,
+    "safety_mode": "triggered",
 }
+
+SAMPLE_BOTS = [
+    # alice and bob enter on the very same condition: one shared evaluation.
+    {
+        "owner": "alice",
+        "name": "ETHBTC RSI dip DCA (triggered safeties)",
+        "symbol": "ETHBTC",
+        "settings": DCA_SETTINGS,
+    },
+    {
+        "owner": "bob",
+        "name": "ETHBTC RSI dip DCA (resting safeties)",
+        "symbol": "ETHBTC",
+        "settings": {**DCA_SETTINGS, "safety_mode": "resting", "take_profit": 1.5},
+    },
+    {
+        "owner": "carol",
+        "name": "LTCBTC oversold DCA with stop loss",
+        "symbol": "LTCBTC",
+        "settings": {
+            **DCA_SETTINGS,
+            "entry": {
+                "mode": "simple",
+                "conditions": [{"indicator": "RSI", "operator": "<", "compareValue": 35}],
+            },
+            "stop_loss": 3.0,
+        },
+    },
+]
 
 
 @dataclass
@@ -166,7 +192,9 @@ class Loaded:
 @transaction.atomic
 def load_sample_data() -> Loaded:
     User = get_user_model()
-    usernames = sorted({owner for owner, *_ in SAMPLE_ALERTS} | {SAMPLE_BOT["owner"]})
+    usernames = sorted(
+        {owner for owner, *_ in SAMPLE_ALERTS} | {bot["owner"] for bot in SAMPLE_BOTS}
+    )
     users = {}
     for username in [*usernames, OPERATOR]:
         user, _ = User.objects.get_or_create(
@@ -195,20 +223,29 @@ def load_sample_data() -> Loaded:
         )
         alerts.append(alert)
 
-    owner = users[SAMPLE_BOT["owner"]]
-    account, _ = ExchangeAccount.objects.get_or_create(
-        user=owner, name="Paper", defaults={"exchange": "paper"}
-    )
-    bot, _ = Bot.objects.update_or_create(
-        user=owner,
-        name=SAMPLE_BOT["name"],
-        defaults={
-            "account": account,
-            "kind": Bot.Kind.DCA,
-            "symbol": SAMPLE_BOT["symbol"],
-            "base_timeframe": SAMPLE_BOT["base_timeframe"],
-            "settings": SAMPLE_BOT["settings"],
-            "status": Bot.Status.RUNNING,
-        },
-    )
-    return Loaded(users=usernames, alerts=alerts, bots=[bot])
+    # Bots the sample no longer has (renamed in a later version) go away.
+    Bot.objects.filter(user__username__in=usernames).exclude(
+        name__in=[b["name"] for b in SAMPLE_BOTS]
+    ).delete()
+    bots = []
+    for sample in SAMPLE_BOTS:
+        owner = users[sample["owner"]]
+        account, _ = ExchangeAccount.objects.update_or_create(
+            user=owner,
+            name="Paper",
+            defaults={"exchange": "paper", "paper_balances": dict(SAMPLE_PAPER_BALANCES)},
+        )
+        bot, _ = Bot.objects.update_or_create(
+            user=owner,
+            name=sample["name"],
+            defaults={
+                "account": account,
+                "kind": Bot.Kind.DCA,
+                "symbol": sample["symbol"],
+                "base_timeframe": "5m",
+                "settings": sample["settings"],
+                "status": Bot.Status.RUNNING,
+            },
+        )
+        bots.append(bot)
+    return Loaded(users=usernames, alerts=alerts, bots=bots)

@@ -21,8 +21,6 @@ from .models import Alert
 
 logger = logging.getLogger(__name__)
 
-# How long a queued evaluation may wait before it is dropped (and re-queued).
-EVALUATION_EXPIRES_S = 30
 PAIRS_CACHE_S = 2.0
 
 
@@ -96,7 +94,12 @@ def mark_queued(due: list[DuePair]) -> None:
         _queued_key(p.symbol, p.timeframe, p.forming): p.bar_open_ms for p in due if not p.forming
     }
     if marks:
-        cache.set_many(marks, timeout=EVALUATION_EXPIRES_S)
+        cache.set_many(marks, timeout=evaluation_expiry_s())
+
+
+def evaluation_expiry_s() -> int:
+    """How long a queued evaluation may wait before it is dropped (and re-queued)."""
+    return settings.EVALUATION_EXPIRES_S
 
 
 def forming_expiry_s() -> float:

@@ -23,7 +23,7 @@ def tick() -> int:
     scheduling.mark_queued(due)
     group(
         evaluate_symbol.s(p.symbol, p.timeframe, now_ms=now_ms, forming=p.forming).set(
-            expires=scheduling.forming_expiry_s() if p.forming else scheduling.EVALUATION_EXPIRES_S
+            expires=scheduling.forming_expiry_s() if p.forming else scheduling.evaluation_expiry_s()
         )
         for p in due
     ).apply_async()

@@ -5,7 +5,7 @@ from django.contrib import admin
 
 from conditions.admin import ReadOnlyAdmin
 
-from .models import Bot, Deal, DealEvent, ExchangeAccount, Order
+from .models import Bot, Deal, DealEvent, ExchangeAccount, Order, PaperOrder
 
 
 class ExchangeAccountForm(forms.ModelForm):
@@ -142,4 +142,23 @@ class DealEventAdmin(ReadOnlyAdmin):
     list_display = ("id", "deal", "from_state", "to_state", "cause", "created_at")
     list_filter = ("to_state", "cause")
     search_fields = ("deal__bot__name", "cause")
+    date_hierarchy = "created_at"
+
+
+@admin.register(PaperOrder)
+class PaperOrderAdmin(ReadOnlyAdmin):
+    list_display = (
+        "client_order_id",
+        "account",
+        "symbol",
+        "side",
+        "type",
+        "price",
+        "status",
+        "filled_quantity",
+        "fee",
+        "created_at",
+    )
+    list_filter = ("status", "side", "type", "symbol")
+    search_fields = ("client_order_id", "account__name")
     date_hierarchy = "created_at"

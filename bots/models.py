@@ -209,6 +209,7 @@ class Order(models.Model):
     exchange_order_id = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
     filled_quantity = money(default=Decimal(0))
+    filled_quote = money(default=Decimal(0), help_text="gross quote paid or received")
     average_fill_price = money(null=True, blank=True)
     fee = money(default=Decimal(0))
     fee_asset = models.CharField(max_length=16, blank=True)
@@ -266,3 +267,37 @@ class DealEvent(models.Model):
 
     def __str__(self) -> str:
         return f"deal {self.deal_id}: {self.from_state or '-'} -> {self.to_state} ({self.cause})"
+
+
+class PaperOrder(models.Model):
+    """An order on the paper exchange: what Binance would hold for a live account."""
+
+    account = models.ForeignKey(
+        ExchangeAccount, on_delete=models.CASCADE, related_name="paper_orders"
+    )
+    client_order_id = models.CharField(max_length=36)
+    symbol = models.CharField(max_length=20)
+    side = models.CharField(max_length=4)
+    type = models.CharField(max_length=8)
+    price = money(null=True, blank=True)
+    quantity = money(null=True, blank=True)
+    quote_amount = money(null=True, blank=True)
+    status = models.CharField(max_length=16, default="open")
+    filled_quantity = money(default=Decimal(0))
+    quote_quantity = money(default=Decimal(0))
+    fee = money(default=Decimal(0))
+    fee_asset = models.CharField(max_length=16, blank=True)
+    placed_at_ms = models.BigIntegerField(help_text="exchange time the order was placed")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "client_order_id"], name="paper_order_unique_client_id"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"paper {self.client_order_id} {self.side} {self.type} ({self.status})"

@@ -1,42 +1,26 @@
-"""Bot operations."""
+"""Bot operations: starting and pausing bots, and what a registry trigger means for a bot."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
+import numpy as np
+from django.db import transaction
 from django.utils import timezone
 
-from conditions.models import ConditionSubscription, ConditionTrigger
+from conditions.engine.playbook import NormalizedAlert, alert_signal, normalize_alert
+from conditions.models import ConditionEvaluation, ConditionSubscription, ConditionTrigger
+from conditions.services import register_canonical, subscribe, unsubscribe_bot
+
+from . import deals
+from .models import Bot, Deal
 
 logger = logging.getLogger(__name__)
 
 
-def handle_condition_trigger(subscription_id: int, condition_trigger_id: int) -> None:
-    """A registry condition a bot subscribes to fired. Records it on the
-    subscription; the DCA logic decides what the bot does with it."""
-    subscription = (
-        ConditionSubscription.objects.select_related("bot")
-        .filter(pk=subscription_id, active=True)
-        .first()
-    )
-    trigger = ConditionTrigger.objects.filter(pk=condition_trigger_id).first()
-    if subscription is None or trigger is None:
-        return
-    ConditionSubscription.objects.filter(pk=subscription_id).update(
-        last_triggered_at=timezone.now()
-    )
-    logger.info(
-        "bot %s: condition %s fired at %s",
-        subscription.bot_id,
-        trigger.condition_id[:12],
-        trigger.candle_time,
-    )
-
-
-def entry_playbook(bot):
+def entry_playbook(bot: Bot) -> NormalizedAlert | None:
     """The bot's entry conditions as a normalized playbook, or None for asap."""
-    from conditions.engine.playbook import normalize_alert
-
     entry = bot.settings.get("entry") or {"mode": "asap"}
     if entry.get("mode") == "asap":
         return None
@@ -45,11 +29,9 @@ def entry_playbook(bot):
     )
 
 
-def subscribe_entry(bot) -> list[str]:
+def subscribe_entry(bot: Bot) -> list[str]:
     """Register the bot's entry conditions and subscribe the bot to them, so
     identical entries across bots share one evaluation."""
-    from conditions.services import register_canonical, subscribe
-
     playbook = entry_playbook(bot)
     if playbook is None:
         return []
@@ -65,3 +47,101 @@ def subscribe_entry(bot) -> list[str]:
         )
         ids.append(condition.condition_id)
     return ids
+
+
+@transaction.atomic
+def start_bot(bot: Bot) -> Bot:
+    bot.status = Bot.Status.RUNNING
+    bot.save(update_fields=["status", "updated_at"])
+    subscribe_entry(bot)
+    if entry_playbook(bot) is None:
+        transaction.on_commit(lambda: _open_asap(bot.pk))
+    return bot
+
+
+def _open_asap(bot_id: int) -> None:
+    from alerts.evaluation import market
+
+    deals.open_deal(
+        bot_id, f"asap-{timezone.now():%Y%m%d%H%M%S%f}", market().source.server_time_ms(), "asap"
+    )
+
+
+@transaction.atomic
+def pause_bot(bot: Bot) -> Bot:
+    """No new deals; open deals keep their take profit and stop loss."""
+    bot.status = Bot.Status.PAUSED
+    bot.save(update_fields=["status", "updated_at"])
+    ConditionSubscription.objects.filter(bot=bot, active=True, bot_config__role="entry").update(
+        active=False
+    )
+    return bot
+
+
+def delete_bot(bot: Bot) -> None:
+    unsubscribe_bot(bot)
+    bot.delete()
+
+
+def entry_holds(playbook: NormalizedAlert, candle_time) -> bool:
+    """Whether the whole entry playbook holds at a bar, from the shared
+    evaluation cache: a trigger of one of its conditions is not enough when
+    the playbook has several."""
+    if len(playbook.steps) == 1:
+        return True
+    window = max(step.validity_bars for step in playbook.steps)
+    ids = playbook.condition_ids
+    rows = ConditionEvaluation.objects.filter(
+        condition_id__in=ids, candle_time__lte=candle_time
+    ).order_by("-candle_time")
+    times = sorted({row.candle_time for row in rows[: window * len(ids) * 2]})[-window:]
+    if not times or times[-1] != candle_time:
+        return False
+    fired = {cid: np.zeros(len(times), dtype=bool) for cid in ids}
+    position = {t: i for i, t in enumerate(times)}
+    for row in ConditionEvaluation.objects.filter(condition_id__in=ids, candle_time__in=times):
+        fired[row.condition_id][position[row.candle_time]] = bool(row.indicator_values.get("fired"))
+    return bool(alert_signal(playbook, fired)[-1])
+
+
+def handle_condition_trigger(subscription_id: int, condition_trigger_id: int) -> None:
+    """A registry condition a bot subscribes to fired: an entry, a safety
+    level or a stop loss, as the subscription's bot_config says."""
+    subscription = (
+        ConditionSubscription.objects.select_related("bot")
+        .filter(pk=subscription_id, active=True)
+        .first()
+    )
+    trigger = ConditionTrigger.objects.filter(pk=condition_trigger_id).first()
+    if subscription is None or trigger is None:
+        return
+    ConditionSubscription.objects.filter(pk=subscription_id).update(
+        last_triggered_at=timezone.now()
+    )
+    bot = subscription.bot
+    config = subscription.bot_config or {}
+    role = config.get("role", "entry")
+    candle_ms = int(trigger.candle_time.timestamp() * 1000)
+    if role == "entry":
+        playbook = entry_playbook(bot)
+        if playbook is not None and entry_holds(playbook, trigger.candle_time):
+            # The bar's close: the decision is taken when the bar has closed.
+            close_ms = candle_ms + int(
+                timedelta(seconds=_timeframe_s(bot.base_timeframe)).total_seconds() * 1000
+            )
+            deals.open_deal(
+                bot.pk,
+                f"entry-{candle_ms}",
+                close_ms,
+                f"entry condition {trigger.condition_id[:12]}",
+            )
+    elif role == "safety":
+        deals.on_safety_trigger(config["deal_id"], int(config["level"]))
+    elif role == "stop_loss":
+        deals.close_deal(config["deal_id"], Deal.CloseReason.STOP_LOSS, "stop_loss")
+
+
+def _timeframe_s(timeframe: str) -> int:
+    from conditions.engine.timeframes import timeframe_ms
+
+    return timeframe_ms(timeframe) // 1000 if timeframe != "1M" else 30 * 86400

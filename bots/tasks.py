@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
 
-from . import services
+from celery import shared_task
+from celery.signals import worker_ready
+
+from . import orders, services
+from .exchanges.base import ExchangeRateLimited
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True, max_retries=5)
 def bot_action(subscription_id: int, condition_trigger_id: int) -> None:
     services.handle_condition_trigger(subscription_id, condition_trigger_id)
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=8)
+def place_order(self, order_id: int) -> None:
+    try:
+        orders.place_order(order_id)
+    except ExchangeRateLimited as exc:
+        raise self.retry(countdown=exc.retry_after_s) from exc
+    except orders.OutcomeUnknown as exc:
+        raise self.retry(countdown=min(2**self.request.retries, 30)) from exc
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=8)
+def cancel_order(self, order_id: int) -> None:
+    try:
+        orders.cancel_order(order_id)
+    except ExchangeRateLimited as exc:
+        raise self.retry(countdown=exc.retry_after_s) from exc
+    except orders.OutcomeUnknown as exc:
+        raise self.retry(countdown=min(2**self.request.retries, 30)) from exc
+
+
+@shared_task(ignore_result=True)
+def reconcile_orders() -> int:
+    return orders.reconcile_orders()
+
+
+@worker_ready.connect
+def reconcile_at_start(sender=None, **kwargs) -> None:
+    # Orders a previous worker left in `submitted` are looked up before anything else.
+    reconcile_orders.delay()

@@ -12,7 +12,7 @@ from django.db.models import Count, Q
 from conditions.engine.normalize import condition_id as make_condition_id
 from conditions.engine.normalize import normalize_condition
 
-from .models import Condition, ConditionSubscription
+from .models import Condition, ConditionEvaluation, ConditionSubscription
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +99,41 @@ def subscriber_counts(condition_ids: Iterable[str]) -> dict[str, int]:
     for row in rows.values("condition_id", "bots", "alert_count"):
         counts[row["condition_id"]] = row["bots"] + row["alert_count"]
     return counts
+
+
+def end_subscription(*, user, subscription_id: int) -> bool:
+    """Deactivate one of the user's active subscriptions; False when there is none
+    (another user's id included), so the caller can answer 404."""
+    return bool(
+        ConditionSubscription.objects.filter(pk=subscription_id, user=user, active=True).update(
+            active=False
+        )
+    )
+
+
+def condition_status(condition_id: str) -> dict | None:
+    """A registry row as the status API shows it, with its subscriber count and
+    the values of its latest evaluation; None when it is not registered."""
+    condition = Condition.objects.filter(pk=condition_id).first()
+    if condition is None:
+        return None
+    latest = (
+        ConditionEvaluation.objects.filter(condition_id=condition_id)
+        .order_by("-candle_time")
+        .values("candle_time", "indicator_values", "evaluated_at")
+        .first()
+    )
+    return {
+        "condition_id": condition.condition_id,
+        "symbol": condition.symbol,
+        "timeframe": condition.timeframe,
+        "condition_type": condition.condition_type,
+        "canonical": condition.indicator_config,
+        "subscribers": subscriber_counts([condition_id])[condition_id],
+        "created_at": condition.created_at,
+        "last_evaluated_at": condition.last_evaluated_at,
+        "last_triggered_at": condition.last_triggered_at,
+        "evaluation_count": condition.evaluation_count,
+        "trigger_count": condition.trigger_count,
+        "latest_evaluation": latest,
+    }

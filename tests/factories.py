@@ -118,3 +118,32 @@ class OrderFactory(factory.django.DjangoModelFactory):
     type = "market"
     quote_amount = "100"
     client_order_id = factory.LazyAttribute(lambda o: f"td-{o.deal.pk}-{o.leg}")
+
+
+class NotificationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "alerts.Notification"
+
+    trigger = factory.SubFactory(AlertTriggerFactory)
+    user = factory.SelfAttribute("trigger.alert.user")
+    title = factory.Sequence(lambda n: f"Alert {n}: ETHBTC 5m")
+    body = "Fired at the bar opening 2018-01-10 12:35 UTC."
+
+
+class RegisteredAlertFactory(AlertFactory):
+    """An alert saved the way the API saves one (alerts.services.save_alert), so
+    its conditions are in the registry and count as subscribers. By default its
+    one condition, close > 0, holds at every bar."""
+
+    condition_config = {
+        "mode": "simple",
+        "conditions": [{"type": "price", "operator": ">", "compareWith": "value", "compareValue": 0}],
+    }
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        from alerts.services import save_alert
+
+        alert = model_class(*args, **kwargs)
+        save_alert(alert)
+        return alert

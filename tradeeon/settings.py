@@ -190,20 +190,59 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # JSON only: conditions and settings are nested objects that form
+    # encodings cannot carry.
+    "DEFAULT_PARSER_CLASSES": ["tradeeon.throttling.BoundedJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "tradeeon.throttling.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
+    # Read by BoundedLimitOffsetPagination: ?limit= above it is capped.
+    "PAGE_SIZE_MAX": env_int("API_PAGE_SIZE_MAX", 200),
+    "EXCEPTION_HANDLER": "tradeeon.api_errors.api_exception_handler",
+    # Counted in the default cache (Redis in production), shared by every web
+    # process: per user everywhere, per user and scope where a view names one
+    # (per address for the token endpoint).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "tradeeon.throttling.UserRateThrottle",
+        "tradeeon.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_RATE_USER", "1200/min"),
+        "auth": env_str("API_RATE_AUTH", "20/min"),
+        "register": env_str("API_RATE_REGISTER", "120/min"),
+        "subscribe": env_str("API_RATE_SUBSCRIBE", "120/min"),
+        "preview": env_str("API_RATE_PREVIEW", "20/min"),
+    },
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Tradeeon API",
-    "DESCRIPTION": "Alerts, the shared condition registry, DCA bots, deals and orders.",
+    "DESCRIPTION": (
+        "Alerts, the shared condition registry, DCA bots, deals and orders. "
+        "Authenticate with `Authorization: Token <key>` (POST /api/auth/token/). "
+        'Every error answers {"errors": [{"field", "message", "code"}]}.'
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "AlertStatusEnum": "alerts.models.AlertStatus",
+        "FireModeEnum": "alerts.models.FireMode",
+        "BotKindEnum": "bots.models.BotKind",
+        "BotStatusEnum": "bots.models.BotStatus",
+        "DealStateEnum": "bots.models.DealState",
+        "OrderStatusEnum": "bots.models.OrderStatus",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tradeeon.api_errors.document_error_responses",
+    ],
 }
 
 # --- Tradeeon ---------------------------------------------------------------
 BINANCE_API_URL = env_str("BINANCE_API_URL", "https://api.binance.com/api")
+BINANCE_TESTNET_API_URL = env_str("BINANCE_TESTNET_API_URL", "https://testnet.binance.vision/api")
 BINANCE_TIMEOUT_S = float(env_str("BINANCE_TIMEOUT_S", "10"))
+KLINE_CACHE_PREFIX = env_str("KLINE_CACHE_PREFIX", "marketdata:klines")
 ALERT_RUNNER_POLL_MS = env_int("ALERT_RUNNER_POLL_MS", 1000)
 ALERT_MAX_ALERTS_PER_SYMBOL = env_int("ALERT_MAX_ALERTS_PER_SYMBOL", 200)
 # Hosts a webhook may target even though they resolve to loopback/private
@@ -212,6 +251,12 @@ WEBHOOK_ALLOWED_PRIVATE_HOSTS = env_list("WEBHOOK_ALLOWED_PRIVATE_HOSTS")
 WEBHOOK_TIMEOUT_S = float(env_str("WEBHOOK_TIMEOUT_S", "5"))
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 5)
 WEBHOOK_RETRY_BASE_S = float(env_str("WEBHOOK_RETRY_BASE_S", "5"))
+# A queued evaluation not started within this long is dropped and the beat
+# tick queues its pair again (its worker died, or the queue lagged that far).
+EVALUATION_EXPIRES_S = env_int("EVALUATION_EXPIRES_S", 30)
+# Outbox work sent but not done after this long is presumed lost with its
+# worker (or the broker) and sent again by the sweeper.
+OUTBOX_SWEEP_AFTER_S = float(env_str("OUTBOX_SWEEP_AFTER_S", "30"))
 
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -254,6 +299,11 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "tick": {"task": "alerts.tasks.tick", "schedule": schedule(1.0), "options": {"expires": 5}},
+    "reconcile-orders": {
+        "task": "bots.tasks.reconcile_orders",
+        "schedule": schedule(float(env_str("RECONCILE_INTERVAL_S", "10"))),
+        "options": {"expires": 60},
+    },
     "sweep-outbox": {
         "task": "alerts.tasks.sweep_outbox",
         "schedule": schedule(15.0),

@@ -17,7 +17,7 @@ import pandas as pd
 from .errors import ConditionError
 from .plan import EvaluationPlan, PlanResult
 from .playbook import NormalizedAlert, alert_signal, fire_bars, normalize_alert
-from .timeframes import TIMEFRAMES, resample, timeframe_ms
+from .timeframes import TIMEFRAMES, next_bar_open, resample, timeframe_ms
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ def candles_by_timeframe(sets: list[CandleSet], alert: NormalizedAlert) -> dict[
                 "candles", f"two candle files for timeframe {candle_set.timeframe}"
             )
         frames[candle_set.timeframe] = candle_set.candles
+    for step in alert.steps:
+        # The plan evaluates every condition on the candles it is given.
+        if step.canonical["symbol"] != alert.symbol:
+            raise ConditionError(
+                "symbol",
+                f"a condition is for {step.canonical['symbol']} but the candles are {alert.symbol}",
+            )
     needed = {alert.base_timeframe} | {step.canonical["timeframe"] for step in alert.steps}
     for timeframe in sorted(needed, key=TIMEFRAMES.index):
         if timeframe in frames:
@@ -59,7 +66,8 @@ def candles_by_timeframe(sets: list[CandleSet], alert: NormalizedAlert) -> dict[
             if _duration(tf) < _duration(timeframe) and _duration(timeframe) % _duration(tf) == 0
         ]
         if finer:
-            frames[timeframe] = resample(frames[min(finer, key=_duration)], timeframe)
+            finest = min(finer, key=_duration)
+            frames[timeframe] = _closed_buckets(frames[finest], finest, timeframe)
         elif (
             _duration(timeframe) < _duration(alert.base_timeframe)
             or timeframe == alert.base_timeframe
@@ -69,6 +77,16 @@ def candles_by_timeframe(sets: list[CandleSet], alert: NormalizedAlert) -> dict[
                 f"no candles for timeframe {timeframe} (and none finer to build them from)",
             )
     return frames
+
+
+def _closed_buckets(source: pd.DataFrame, source_tf: str, timeframe: str) -> pd.DataFrame:
+    """`source` resampled to `timeframe`, without a last bucket that has not
+    closed when the source ends: as a base bar it would be evaluated as
+    closed while it is still forming."""
+    buckets = resample(source, timeframe)
+    source_end = next_bar_open(int(source["open_time"].iloc[-1]), source_tf)
+    closed = next_bar_open(buckets["open_time"].to_numpy(), timeframe) <= source_end
+    return buckets[closed].reset_index(drop=True)
 
 
 def run_backtest(alert_raw: Mapping, sets: list[CandleSet]) -> dict:
@@ -105,8 +123,4 @@ def backtest_document(alert: NormalizedAlert, base: pd.DataFrame, result: PlanRe
         "conditions": [{"condition_id": cid, "canonical": canonical[cid]} for cid in ids],
         "bars": len(base),
         "triggers": triggers,
-        "stats": {
-            "indicator_computations": result.stats.indicator_computations,
-            "condition_evaluations": result.stats.condition_evaluations,
-        },
     }

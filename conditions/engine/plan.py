@@ -64,7 +64,13 @@ class PlanResult:
 
 
 def _spec_key(name: str, params: Mapping) -> str:
-    return name + json.dumps(params, sort_keys=True, separators=(",", ":"))
+    # 14 and 14.0 are one length, as in condition_id: a condition reloaded
+    # from JSON must share its indicator with one normalized afresh.
+    numbers = {
+        key: float(value) if isinstance(value, int | float) else value
+        for key, value in params.items()
+    }
+    return name + json.dumps(numbers, sort_keys=True, separators=(",", ":"))
 
 
 def _operand_key(operand: Mapping) -> str:
@@ -143,8 +149,12 @@ class EvaluationPlan:
                 left_base = frame.to_base(left, np.nan)
                 fired_base = frame.to_base(fired, False)
                 for row, (cid, canonical) in enumerate(members):
-                    constant = np.full(len(base_open), canonical["right"]["value"])
-                    series[cid] = ConditionSeries(fired_base[row], left_base, constant)
+                    # Missing where the timeframe has no closed candle yet, as
+                    # when the condition is evaluated on its own.
+                    constant = np.full(len(frame.candles), canonical["right"]["value"])
+                    series[cid] = ConditionSeries(
+                        fired_base[row], left_base, frame.to_base(constant, np.nan)
+                    )
             else:
                 cid, canonical = members[0]
                 right = self._right(frame, canonical, stats)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -126,7 +127,9 @@ def validity_in_bars(duration: object, unit: object, base_timeframe: str, field:
         bars = int(duration)
     else:
         base_ms = _MONTH_MS if base_timeframe == "1M" else timeframe_ms(base_timeframe)
-        bars = math.ceil(duration * unit_ms / base_ms)
+        # Exact decimal arithmetic: in floats 1.1 hours of 3m bars is
+        # 22.000000000000004 bars, which would round up to 23.
+        bars = math.ceil(Fraction(str(duration)) * unit_ms / base_ms)
     if bars > MAX_VALIDITY_BARS:
         raise ConditionError(f"{field}.validityDuration", f"at most {MAX_VALIDITY_BARS} bars")
     return bars
@@ -296,4 +299,8 @@ def should_fire(
         return False
     if not bar_closed and fire_mode != "per_bar":
         return False
+    if fire_mode == "once":
+        # Fired once is fired for good, whether or not the status change to
+        # `triggered` has been seen yet.
+        return last_fired_bar_ms is None
     return last_fired_bar_ms is None or bar_open_ms > last_fired_bar_ms

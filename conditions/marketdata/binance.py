@@ -138,6 +138,22 @@ class _RefuseOtherHosts(BaseAdapter):
         pass
 
 
+def bound_client(
+    base_url: str, timeout_s: float, api_key: str | None = None, api_secret: str | None = None
+) -> Client:
+    """A python-binance Client that talks to `base_url` and nowhere else."""
+    base_url = base_url.rstrip("/")
+    client = Client(api_key, api_secret, ping=False, requests_params={"timeout": timeout_s})
+    for attribute in ("API_URL", "API_TESTNET_URL", "API_DEMO_URL"):
+        setattr(client, attribute, base_url)
+    refuse = _RefuseOtherHosts(base_url)
+    client.session.mount("http://", refuse)
+    client.session.mount("https://", refuse)
+    # requests picks the longest matching prefix, so only our base URL gets through.
+    client.session.mount(base_url + "/", HTTPAdapter())
+    return client
+
+
 class BinanceSource:
     """Binance market data (or the stub's) as candle frames."""
 
@@ -253,14 +269,7 @@ class BinanceSource:
         """This thread's python-binance Client, bound to the base URL (for endpoints not wrapped here)."""
         client = getattr(self._local, "client", None)
         if client is None:
-            client = Client(ping=False, requests_params={"timeout": self.timeout_s})
-            for attribute in ("API_URL", "API_TESTNET_URL", "API_DEMO_URL"):
-                setattr(client, attribute, self.base_url)
-            refuse = _RefuseOtherHosts(self.base_url)
-            client.session.mount("http://", refuse)
-            client.session.mount("https://", refuse)
-            # requests picks the longest matching prefix, so only our base URL gets through.
-            client.session.mount(self.base_url + "/", HTTPAdapter())
+            client = bound_client(self.base_url, self.timeout_s)
             self._local.client = client
         return client
 

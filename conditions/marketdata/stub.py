@@ -56,10 +56,13 @@ from conditions.marketdata.stub_endpoints import (
     StubResponse,
     add_market_data_routes,
 )
+from conditions.marketdata.stub_orders import add_order_routes
 
 logger = logging.getLogger(__name__)
 
-FAULT_KINDS = ("429", "418", "500", "hang", "drop")
+# "accept_drop" does the work (an order is placed) and then drops the connection
+# without answering: the client cannot tell whether its order exists.
+FAULT_KINDS = ("429", "418", "500", "hang", "drop", "accept_drop")
 DEFAULT_HANG_S = 600.0
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 MINUTE_MS = 60_000
@@ -160,6 +163,7 @@ class BinanceStub:
         self._thread: threading.Thread | None = None
         self._server = _StubServer((host, port), self)
         add_market_data_routes(self)
+        self.orders = add_order_routes(self)
 
     # --- lifecycle ---------------------------------------------------------
     @property
@@ -304,6 +308,11 @@ class BinanceStub:
                 return
             request = StubRequest(method, path, params, body, request.headers, self.now_ms())
             self._send(http, self._answer(request))
+            return
+        if fault is not None and fault.kind == "accept_drop":
+            response = self._answer(request)
+            self._record(request, response.status, fault.kind)
+            http.close_connection = True
             return
         if fault is not None:
             self._record(request, None if fault.kind == "drop" else int(fault.kind), fault.kind)

@@ -11,7 +11,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
 from alerts.models import Alert, Notification, OutboxMessage, WebhookDelivery, WebhookSecret
-from bots.models import Bot, DealEvent
+from bots.models import Bot, DealEvent, PaperOrder
 from conditions.models import ConditionEvaluation, ConditionTrigger, EvaluationCursor
 from tests.factories import (
     AlertTriggerFactory,
@@ -59,6 +59,7 @@ def populated():
     DealEvent.objects.create(deal=order.deal, to_state="opening", cause="entry")
     Group.objects.create(name="operators")
     EvaluationCursor.objects.create(symbol="ETHBTC", timeframe="5m", last_bar=bar)
+    PaperOrder.objects.create(account=account, client_order_id="tdn-1-base", symbol="ETHBTC", side="buy", type="market", placed_at_ms=1515974400000)
     Token.objects.create(user=trigger.alert.user)
     return account
 

@@ -258,7 +258,7 @@ def test_new_endpoints_plug_into_the_route_table(stub):
     assert first.json() == {"clientOrderId": "deal-1-base", "transactTime": stub.now_ms()}
     assert (again.status_code, again.json()["code"]) == (400, -2010)
     assert "X-MBX-USED-WEIGHT-1M" in again.headers
-    assert requests.delete(f"{stub.url}/v3/order", timeout=5).status_code == 405
+    assert requests.put(f"{stub.url}/v3/order", timeout=5).status_code == 405
 
 
 def test_stub_starts_at_the_first_candle_by_default():

@@ -38,6 +38,7 @@ from alerts.models import (
 from alerts.sample_data import DEMO_PASSWORD, OPERATOR, load_sample_data
 from alerts.services import save_alert
 from alerts.webhooks import SIGNATURE_HEADER, sign
+from bots.models import Bot, Deal, PaperOrder
 from bots.services import subscribe_entry
 from conditions.models import (
     ConditionEvaluation,
@@ -150,6 +151,8 @@ class Command(StrictCommand):
             save_alert(alert)
         for bot in loaded.bots:
             ConditionSubscription.objects.filter(bot=bot).delete()
+            bot.deals.all().delete()
+            PaperOrder.objects.filter(account=bot.account).delete()
             subscribe_entry(bot)
         return loaded
 
@@ -176,6 +179,8 @@ class Command(StrictCommand):
             "BINANCE_API_URL": f"http://127.0.0.1:{stub_port}/api",
             "WEBHOOK_ALLOWED_PRIVATE_HOSTS": "127.0.0.1",
             "WEBHOOK_RETRY_BASE_S": "1",
+            # A replayed day per minute: resting paper orders are checked often.
+            "RECONCILE_INTERVAL_S": "2",
             "PYTHONUNBUFFERED": "1",
         }
         secrets = {str(s.user_id): s.secret for s in WebhookSecret.objects.all()}
@@ -305,6 +310,7 @@ class Command(StrictCommand):
         self.stdout.write(
             f"           alert triggers {AlertTrigger.objects.count():4}  notifications {Notification.objects.count():4}"
             f"  webhooks {sum(receiver.valid.values()):3}  condition triggers {ConditionTrigger.objects.count():4}"
+            f"  deals {Deal.objects.count():3}"
         )
 
     def summary(self, receiver: WebhookReceiver):
@@ -331,6 +337,22 @@ class Command(StrictCommand):
         self.stdout.write(
             f"  Condition triggers (shared registry): {condition_triggers}; bot subscriptions that received a trigger: {bot_actions}"
         )
+        self.stdout.write("  DCA bots (paper exchange):")
+        for bot in Bot.objects.filter(user__username__in=("alice", "bob", "carol")).order_by("pk"):
+            self.stdout.write(f"    {bot.name}")
+            for deal in bot.deals.order_by("pk"):
+                filled = deal.orders.filter(status="filled")
+                pnl = (
+                    f"P&L {deal.realized_pnl_quote:+.8f} BTC ({deal.realized_pnl_pct:+.2f}%)"
+                    if deal.realized_pnl_quote is not None
+                    else "still open"
+                )
+                self.stdout.write(
+                    f"      deal #{deal.pk} {deal.state:<8} {deal.close_reason or '':<12} safety orders filled {deal.safety_orders_filled}"
+                    f"  orders filled {filled.count()}  {pnl}"
+                )
+            if not bot.deals.exists():
+                self.stdout.write("      no deal: its entry did not fire in this window")
         pending = OutboxMessage.objects.filter(done_at__isnull=True).count()
         self.stdout.write(f"  Outbox messages still pending: {pending}")
         self.stdout.write(

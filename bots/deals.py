@@ -1,0 +1,354 @@
+"""The DCA deal state machine: waiting_entry -> opening -> open -> closing -> closed.
+
+Every decision writes its order rows and its DealEvent in one transaction with
+the deal locked; placing an order is a separate task queued after commit.
+Fills come back through `on_order_update`, which is idempotent: an order's
+fill is accounted exactly once, when its row turns filled under the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from conditions.engine.normalize import normalize_condition
+from conditions.marketdata.symbols import split_symbol
+from conditions.models import ConditionSubscription
+from conditions.services import register_canonical, subscribe
+
+from . import dca
+from .models import Bot, Deal, DealEvent, Order
+
+logger = logging.getLogger(__name__)
+
+FINAL_ORDER_STATES = ("filled", "cancelled", "rejected", "failed")
+
+
+def client_order_id(deal_id: int, leg: str) -> str:
+    """Deterministic per deal and leg, within Binance's 36 characters of [A-Za-z0-9_-]."""
+    return f"tdn-{deal_id}-{leg}"
+
+
+def exchange_time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def bot_settings(bot: Bot) -> dca.DcaSettings:
+    return dca.validate_settings(bot.settings, symbol=bot.symbol, base_timeframe=bot.base_timeframe)
+
+
+def transition(deal: Deal, to_state: str, cause: str, **detail) -> None:
+    DealEvent.objects.create(
+        deal=deal, from_state=deal.state, to_state=to_state, cause=cause, detail=detail
+    )
+    deal.state = to_state
+
+
+def new_order(deal: Deal, leg: str, side: str, type_: str, **amounts) -> Order:
+    order = Order.objects.create(
+        deal=deal,
+        leg=leg,
+        side=side,
+        type=type_,
+        client_order_id=client_order_id(deal.pk, leg),
+        **amounts,
+    )
+    transaction.on_commit(lambda: _queue_placement(order.pk))
+    return order
+
+
+def _queue_placement(order_id: int) -> None:
+    from .tasks import place_order
+
+    place_order.delay(order_id)
+
+
+# --- opening --------------------------------------------------------------------------
+def open_deal(bot_id: int, entry_key: str, now_ms: int, cause: str) -> Deal | None:
+    """Open a deal unless the bot is not running, has max_active_deals open, or
+    is cooling down. Two workers with the same entry_key open one deal."""
+    try:
+        with transaction.atomic():
+            bot = Bot.objects.select_for_update().get(pk=bot_id)
+            if bot.status != Bot.Status.RUNNING:
+                return None
+            settings = bot_settings(bot)
+            existing = Deal.objects.filter(bot=bot, entry_key=entry_key).first()
+            if existing:
+                return existing
+            if (
+                Deal.objects.filter(bot=bot).exclude(state=Deal.State.CLOSED).count()
+                >= settings.max_active_deals
+            ):
+                logger.info(
+                    "bot %s: entry %s ignored, %d deal(s) already open",
+                    bot.pk,
+                    entry_key,
+                    settings.max_active_deals,
+                )
+                return None
+            last_close = (
+                Deal.objects.filter(bot=bot, state=Deal.State.CLOSED)
+                .order_by("-closed_at")
+                .values_list("closed_at", flat=True)
+                .first()
+            )
+            if last_close and (now_ms / 1000 - last_close.timestamp()) < settings.cooldown:
+                logger.info("bot %s: entry %s ignored, cooling down", bot.pk, entry_key)
+                return None
+            deal = Deal.objects.create(bot=bot, entry_key=entry_key, state=Deal.State.WAITING_ENTRY)
+            transition(deal, Deal.State.OPENING, cause, entry_key=entry_key)
+            deal.save(update_fields=["state"])
+            new_order(deal, "base", "buy", "market", quote_amount=settings.base_order_size)
+            return deal
+    except IntegrityError:
+        return Deal.objects.filter(bot_id=bot_id, entry_key=entry_key).first()
+
+
+# --- fills ---------------------------------------------------------------------------------
+def on_order_update(order: Order, previous_status: str, now_ms: int) -> None:
+    """React to an order whose row just changed; runs inside the transaction
+    that changed it, with the order locked, so a fill is accounted once."""
+    deal = Deal.objects.select_for_update().select_related("bot").get(pk=order.deal_id)
+    if deal.state == Deal.State.CLOSED or previous_status == order.status:
+        return
+    settings = bot_settings(deal.bot)
+    if order.status == Order.Status.FILLED:
+        _account(deal, order)
+        if order.leg == "base":
+            _opened(deal, settings, order, now_ms)
+        elif order.leg.startswith("so"):
+            _safety_filled(deal, settings, order, now_ms)
+        elif order.side == "sell":
+            reason = {"tp": Deal.CloseReason.TAKE_PROFIT, "sl": Deal.CloseReason.STOP_LOSS}.get(
+                order.leg.rstrip("0123456789"), Deal.CloseReason.MANUAL
+            )
+            _closed(deal, reason, now_ms)
+    elif order.status in (Order.Status.REJECTED, Order.Status.FAILED) and order.leg == "base":
+        transition(deal, Deal.State.CLOSED, f"base_order_{order.status}", error=order.error)
+        deal.close_reason = Deal.CloseReason.FAILED
+        deal.closed_at = exchange_time(now_ms)
+        deal.save()
+    elif order.status in (Order.Status.REJECTED, Order.Status.FAILED):
+        DealEvent.objects.create(
+            deal=deal,
+            from_state=deal.state,
+            to_state=deal.state,
+            cause=f"{order.leg}_{order.status}",
+            detail={"error": order.error},
+        )
+
+
+def _account(deal: Deal, order: Order) -> None:
+    """Fees come out of what is received: base on buys, quote on sells."""
+    base_asset, quote_asset = split_symbol(deal.bot.symbol)
+    if order.side == "buy":
+        deal.quote_spent += order.filled_quote
+        deal.base_bought += order.filled_quantity - (
+            order.fee if order.fee_asset == base_asset else Decimal(0)
+        )
+    else:
+        deal.quote_received += order.filled_quote - (
+            order.fee if order.fee_asset == quote_asset else Decimal(0)
+        )
+    DealEvent.objects.create(
+        deal=deal,
+        from_state=deal.state,
+        to_state=deal.state,
+        cause="fill",
+        detail={
+            "leg": order.leg,
+            "quantity": str(order.filled_quantity),
+            "quote": str(order.filled_quote),
+            "fee": str(order.fee),
+            "fee_asset": order.fee_asset,
+        },
+    )
+
+
+def _base_held(deal: Deal) -> Decimal:
+    sold = sum(
+        (o.filled_quantity for o in deal.orders.filter(side="sell", status=Order.Status.FILLED)),
+        Decimal(0),
+    )
+    return deal.base_bought - sold
+
+
+def _reprice(deal: Deal, settings: dca.DcaSettings) -> None:
+    deal.average_entry_price = dca.average_entry(deal.quote_spent, deal.base_bought)
+    deal.take_profit_price = dca.take_profit_price(
+        settings, deal.average_entry_price, deal.base_fill_price
+    )
+    deal.stop_loss_price = dca.stop_loss_price(settings, deal.average_entry_price)
+
+
+def _opened(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
+    deal.base_fill_price = order.average_fill_price
+    deal.opened_at = exchange_time(now_ms)
+    _reprice(deal, settings)
+    transition(deal, Deal.State.OPEN, "base_filled", price=str(order.average_fill_price))
+    deal.save()
+    ladder = dca.safety_ladder(settings, deal.base_fill_price)
+    if settings.safety_mode == "triggered":
+        for level in ladder:
+            _subscribe_level(deal, "safety", level.n, level.price)
+    else:
+        for level in ladder[: settings.active_safety_orders]:
+            _resting_safety(deal, level)
+    _place_take_profit(deal)
+    _subscribe_stop_loss(deal)
+
+
+def _safety_filled(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
+    deal.safety_orders_filled += 1
+    _reprice(deal, settings)
+    DealEvent.objects.create(
+        deal=deal,
+        from_state=deal.state,
+        to_state=deal.state,
+        cause="safety_filled",
+        detail={
+            "leg": order.leg,
+            "average": str(deal.average_entry_price),
+            "take_profit": str(deal.take_profit_price),
+        },
+    )
+    deal.save()
+    if settings.safety_mode == "resting":
+        ladder = dca.safety_ladder(settings, deal.base_fill_price)
+        placed = set(deal.orders.filter(leg__startswith="so").values_list("leg", flat=True))
+        upcoming = [level for level in ladder if f"so{level.n}" not in placed]
+        if upcoming:
+            _resting_safety(deal, upcoming[0])
+    _cancel_take_profits(deal)
+    _place_take_profit(deal)
+    _subscribe_stop_loss(deal)
+
+
+def _closed(deal: Deal, reason: str, now_ms: int) -> None:
+    deal.realized_pnl_quote = deal.quote_received - deal.quote_spent
+    deal.realized_pnl_pct = (
+        deal.realized_pnl_quote / deal.quote_spent * 100 if deal.quote_spent else Decimal(0)
+    )
+    deal.close_reason = reason
+    deal.closed_at = exchange_time(now_ms)
+    transition(deal, Deal.State.CLOSED, reason, pnl_quote=str(deal.realized_pnl_quote))
+    deal.save()
+    ConditionSubscription.objects.filter(
+        bot=deal.bot, active=True, bot_config__deal_id=deal.pk
+    ).update(active=False)
+    for order in deal.orders.filter(
+        type="limit", status__in=[Order.Status.OPEN, Order.Status.SUBMITTED, Order.Status.NEW]
+    ):
+        _queue_cancel(order.pk)
+
+
+# --- orders a deal places ----------------------------------------------------------------
+def _resting_safety(deal: Deal, level: dca.SafetyLevel) -> Order:
+    quantity = level.quote / level.price
+    return new_order(
+        deal,
+        f"so{level.n}",
+        "buy",
+        "limit",
+        price=level.price,
+        quantity=quantity,
+        quote_amount=level.quote,
+    )
+
+
+def _place_take_profit(deal: Deal) -> Order:
+    count = deal.orders.filter(leg__startswith="tp").count()
+    return new_order(
+        deal,
+        f"tp{count + 1}",
+        "sell",
+        "limit",
+        price=deal.take_profit_price,
+        quantity=_base_held(deal),
+    )
+
+
+def _cancel_take_profits(deal: Deal) -> None:
+    for order in deal.orders.filter(leg__startswith="tp").exclude(status__in=FINAL_ORDER_STATES):
+        _queue_cancel(order.pk)
+
+
+def _queue_cancel(order_id: int) -> None:
+    from .tasks import cancel_order
+
+    transaction.on_commit(lambda: cancel_order.delay(order_id))
+
+
+def _subscribe_level(deal: Deal, role: str, level: int, price: Decimal) -> None:
+    """A registry price condition ("close crosses below price_n"), shared with
+    every other bot watching the same level."""
+    bot = deal.bot
+    op = "crosses_below" if role == "safety" else "lte"
+    canonical = normalize_condition(
+        {"type": "price", "operator": op, "compareWith": "value", "compareValue": float(price)},
+        symbol=bot.symbol,
+        timeframe=bot.base_timeframe,
+    )
+    condition, _ = register_canonical(canonical)
+    subscribe(
+        user=bot.user,
+        bot=bot,
+        condition=condition,
+        bot_type=bot.kind,
+        bot_config={"role": role, "deal_id": deal.pk, "level": level},
+    )
+
+
+def _subscribe_stop_loss(deal: Deal) -> None:
+    ConditionSubscription.objects.filter(
+        bot=deal.bot, active=True, bot_config__deal_id=deal.pk, bot_config__role="stop_loss"
+    ).update(active=False)
+    if deal.stop_loss_price is not None:
+        _subscribe_level(deal, "stop_loss", deal.safety_orders_filled, deal.stop_loss_price)
+
+
+# --- triggers from the registry ------------------------------------------------------------
+def on_safety_trigger(deal_id: int, level: int) -> Order | None:
+    with transaction.atomic():
+        deal = Deal.objects.select_for_update().select_related("bot").get(pk=deal_id)
+        if deal.state != Deal.State.OPEN:
+            return None
+        settings = bot_settings(deal.bot)
+        ladder = {lvl.n: lvl for lvl in dca.safety_ladder(settings, deal.base_fill_price)}
+        if level not in ladder or deal.orders.filter(leg=f"so{level}").exists():
+            return None
+        ConditionSubscription.objects.filter(
+            bot=deal.bot,
+            active=True,
+            bot_config__deal_id=deal.pk,
+            bot_config__level=level,
+            bot_config__role="safety",
+        ).update(active=False)
+        return new_order(deal, f"so{level}", "buy", "market", quote_amount=ladder[level].quote)
+
+
+def close_deal(deal_id: int, reason: str, cause: str) -> Order | None:
+    """Exit at market (stop loss, or a trader's manual close)."""
+    with transaction.atomic():
+        deal = Deal.objects.select_for_update().select_related("bot").get(pk=deal_id)
+        if deal.state != Deal.State.OPEN:
+            return None
+        transition(deal, Deal.State.CLOSING, cause)
+        deal.save(update_fields=["state"])
+        _cancel_take_profits(deal)
+        ConditionSubscription.objects.filter(
+            bot=deal.bot, active=True, bot_config__deal_id=deal.pk
+        ).update(active=False)
+        leg = "sl" if reason == Deal.CloseReason.STOP_LOSS else "close"
+        return new_order(deal, leg, "sell", "market", quantity=_base_held(deal))
+
+
+def open_deals_query():
+    return Deal.objects.filter(
+        Q(state=Deal.State.OPEN) | Q(state=Deal.State.OPENING) | Q(state=Deal.State.CLOSING)
+    )

@@ -1,0 +1,219 @@
+"""Placing, looking up and cancelling the orders of deals, exactly once.
+
+An order row exists before anything is sent (written with the decision to
+place it). Its status says what we know: `new` (never sent), `submitted`
+(sent, answer unknown), then what the exchange said. Whenever the answer is
+unknown (timeout, 5xx, dropped connection, a worker killed mid-call) the
+order is looked up by its client_order_id before any new attempt, and a
+"duplicate order" reply means it exists. So a retry, a redelivered task or a
+chain that publishes its next step twice never places a second order.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import deals
+from .exchanges import exchange_for
+from .exchanges.base import (
+    DuplicateOrder,
+    Exchange,
+    ExchangeUnavailable,
+    OrderNotFound,
+    OrderRejected,
+    OrderRequest,
+    OrderState,
+)
+from .models import Order
+
+logger = logging.getLogger(__name__)
+
+SENT_STATES = ("open", "partially_filled", "filled", "cancelled", "rejected", "failed")
+
+
+class OutcomeUnknown(Exception):
+    """The exchange could not be asked; the caller retries later."""
+
+
+def _exchange(order: Order) -> Exchange:
+    bot = order.deal.bot
+    return exchange_for(bot.account, timeframe=bot.base_timeframe)
+
+
+def _now_ms() -> int:
+    from alerts.evaluation import market
+
+    return market().source.server_time_ms()
+
+
+def build_request(order: Order, exchange: Exchange) -> OrderRequest:
+    """Rounded to the symbol's filters; below the minimum it is refused here, never sent."""
+    symbol = order.deal.bot.symbol
+    filters = exchange.symbol_filters(symbol)
+    price = filters.round_price(order.price) if order.price is not None else None
+    quantity = filters.round_quantity(order.quantity) if order.quantity is not None else None
+    if order.type == "limit" and (not price or price <= 0):
+        raise OrderRejected(
+            f"limit price {order.price} rounds to nothing at tick {filters.tick_size}"
+        )
+    if quantity is not None and quantity < filters.min_qty:
+        raise OrderRejected(
+            f"quantity {order.quantity} is below the minimum lot {filters.min_qty} of {symbol}"
+        )
+    notional = (
+        order.quote_amount
+        if order.quote_amount is not None and quantity is None
+        else (quantity or 0) * (price or 0)
+    )
+    if (
+        order.type == "limit" or order.quote_amount is not None
+    ) and notional < filters.min_notional:
+        raise OrderRejected(
+            f"order value {notional} is below {symbol}'s minimum notional {filters.min_notional}"
+        )
+    return OrderRequest(
+        symbol=symbol,
+        side=order.side,
+        type=order.type,
+        client_order_id=order.client_order_id,
+        quantity=quantity,
+        quote_amount=order.quote_amount if order.type == "market" and order.side == "buy" else None,
+        price=price,
+    )
+
+
+def place_order(order_id: int) -> None:
+    order = Order.objects.select_related("deal__bot__account").get(pk=order_id)
+    if order.status in SENT_STATES:
+        return  # placed already: a duplicate task
+    exchange = _exchange(order)
+    symbol = order.deal.bot.symbol
+    if order.status == Order.Status.SUBMITTED:
+        # An earlier attempt's answer was lost: does the order exist?
+        try:
+            apply_state(order.pk, _lookup(exchange, symbol, order.client_order_id))
+            return
+        except OrderNotFound:
+            pass
+    try:
+        request = build_request(order, exchange)
+    except OrderRejected as exc:
+        mark_failed(order.pk, Order.Status.REJECTED, str(exc))
+        return
+    Order.objects.filter(pk=order.pk, status__in=[Order.Status.NEW, Order.Status.SUBMITTED]).update(
+        status=Order.Status.SUBMITTED, submitted_at=timezone.now()
+    )
+    try:
+        state = exchange.place_order(request)
+    except DuplicateOrder:
+        state = _lookup(exchange, symbol, order.client_order_id)
+    except ExchangeUnavailable as exc:
+        logger.warning("order %s: %s; looking it up before any retry", order.client_order_id, exc)
+        try:
+            state = _lookup(exchange, symbol, order.client_order_id)
+        except OrderNotFound:
+            raise OutcomeUnknown(
+                f"{order.client_order_id} not on the exchange after {exc}"
+            ) from None
+    except OrderRejected as exc:
+        mark_failed(order.pk, Order.Status.REJECTED, str(exc))
+        return
+    apply_state(order.pk, state)
+
+
+def _lookup(exchange: Exchange, symbol: str, client_order_id: str) -> OrderState:
+    try:
+        return exchange.get_order(symbol, client_order_id)
+    except ExchangeUnavailable as exc:
+        raise OutcomeUnknown(str(exc)) from None
+
+
+def apply_state(order_id: int, state: OrderState, now_ms: int | None = None) -> None:
+    """Record what the exchange says; the deal reacts in the same transaction."""
+    now_ms = now_ms if now_ms is not None else _now_ms()
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        previous = order.status
+        if previous in ("filled", "cancelled", "rejected", "failed") and state.status != "filled":
+            return
+        order.exchange_order_id = state.exchange_order_id
+        order.status = state.status
+        order.filled_quantity = state.filled_quantity
+        order.filled_quote = state.quote_quantity
+        order.average_fill_price = state.average_price
+        order.fee = state.fee
+        order.fee_asset = state.fee_asset
+        if state.status == "filled" and order.filled_at is None:
+            order.filled_at = timezone.now()
+        order.save()
+        deals.on_order_update(order, previous, now_ms)
+
+
+def mark_failed(order_id: int, status: str, error: str) -> None:
+    logger.warning("order %s %s: %s", order_id, status, error)
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        previous = order.status
+        if previous in SENT_STATES:
+            return
+        order.status = status
+        order.error = error[:500]
+        order.save(update_fields=["status", "error", "updated_at"])
+        deals.on_order_update(order, previous, _now_ms())
+
+
+def cancel_order(order_id: int) -> None:
+    order = Order.objects.select_related("deal__bot__account").get(pk=order_id)
+    if order.status in ("filled", "cancelled", "rejected", "failed"):
+        return
+    if order.status == Order.Status.NEW:
+        Order.objects.filter(pk=order_id, status=Order.Status.NEW).update(
+            status=Order.Status.CANCELLED
+        )
+        return
+    exchange = _exchange(order)
+    try:
+        state = exchange.cancel_order(order.deal.bot.symbol, order.client_order_id)
+    except OrderNotFound:
+        # Filled (or never placed) before the cancel arrived: ask what it is.
+        try:
+            state = _lookup(exchange, order.deal.bot.symbol, order.client_order_id)
+        except OrderNotFound:
+            Order.objects.filter(pk=order_id).exclude(status__in=SENT_STATES).update(
+                status=Order.Status.CANCELLED
+            )
+            return
+    except ExchangeUnavailable as exc:
+        raise OutcomeUnknown(str(exc)) from None
+    apply_state(order.pk, state)
+
+
+def reconcile_orders(limit: int = 500) -> int:
+    """Bring orders we are unsure of up to date: `submitted` ones (answer
+    lost), resting limits (filled meanwhile?), and `new` ones never sent."""
+    pending = Order.objects.filter(
+        status__in=[
+            Order.Status.SUBMITTED,
+            Order.Status.OPEN,
+            Order.Status.PARTIALLY_FILLED,
+            Order.Status.NEW,
+        ]
+    ).select_related("deal__bot__account")[:limit]
+    touched = 0
+    for order in pending:
+        try:
+            if order.status in (Order.Status.NEW, Order.Status.SUBMITTED):
+                place_order(order.pk)
+            else:
+                state = _lookup(_exchange(order), order.deal.bot.symbol, order.client_order_id)
+                if state.status != order.status or state.filled_quantity != order.filled_quantity:
+                    apply_state(order.pk, state)
+            touched += 1
+        except (OutcomeUnknown, OrderNotFound) as exc:
+            logger.warning("reconcile %s: %s", order.client_order_id, exc)
+        except Exception:
+            logger.exception("reconcile %s failed", order.client_order_id)
+    return touched
