@@ -62,9 +62,32 @@ def start_bot(bot: Bot) -> Bot:
 def _open_asap(bot_id: int) -> None:
     from alerts.evaluation import market
 
-    deals.open_deal(
-        bot_id, f"asap-{timezone.now():%Y%m%d%H%M%S%f}", market().source.server_time_ms(), "asap"
+    enter_asap(bot_id, market().source.server_time_ms())
+
+
+def enter_asap(bot_id: int, now_ms: int) -> Deal | None:
+    """An asap bot enters as soon as it may (max_active_deals, cooldown); the
+    key is the minute, so two runs of the beat in one minute open one deal."""
+    return deals.open_deal(bot_id, f"asap-{now_ms // 60_000}", now_ms, "asap")
+
+
+def enter_asap_bots(now_ms: int) -> int:
+    """Re-enter asap bots whose deals closed and whose cooldown has passed."""
+    opened = 0
+    idle = Bot.objects.filter(
+        status=Bot.Status.RUNNING, kind=Bot.Kind.DCA, settings__entry__mode="asap"
+    ).exclude(
+        deals__state__in=[
+            Deal.State.WAITING_ENTRY,
+            Deal.State.OPENING,
+            Deal.State.OPEN,
+            Deal.State.CLOSING,
+        ]
     )
+    for bot in idle:
+        if enter_asap(bot.pk, now_ms) is not None:
+            opened += 1
+    return opened
 
 
 @transaction.atomic

@@ -40,7 +40,12 @@ def cancel_order(self, order_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def reconcile_orders() -> int:
-    return orders.reconcile_orders()
+    """Beat: orders we are unsure of, then asap bots that may enter again."""
+    from alerts.evaluation import market
+
+    touched = orders.reconcile_orders()
+    services.enter_asap_bots(market().source.server_time_ms())
+    return touched
 
 
 @worker_ready.connect

@@ -230,3 +230,57 @@ def test_two_workers_racing_on_the_same_trigger_open_one_deal(stub):
     assert Deal.objects.filter(bot=bot).count() == 1
     assert Order.objects.filter(deal__bot=bot).count() == 1
     assert len({deal.pk for deal in results if deal}) == 1
+
+
+@pytest.mark.django_db
+def test_an_asap_bot_enters_again_only_once_its_cooldown_has_passed(
+    stub, django_capture_on_commit_callbacks
+):
+    from bots.services import enter_asap_bots
+
+    bot = make_bot()
+    now = stub.now_ms()
+    with django_capture_on_commit_callbacks(execute=False):
+        assert enter_asap_bots(now) == 1
+        assert enter_asap_bots(now) == 0  # the deal is still open
+    first = Deal.objects.get(bot=bot)
+    Deal.objects.filter(pk=first.pk).update(
+        state="closed", close_reason="manual", closed_at=deals.exchange_time(now)
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        assert enter_asap_bots(now + 300_000) == 0  # 600 s cooldown
+        assert enter_asap_bots(now + 600_000) == 1
+    assert Deal.objects.filter(bot=bot).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_stop_loss_trigger_sells_everything_at_market_and_closes_the_deal(
+    stub, django_capture_on_commit_callbacks
+):
+    bot = make_bot(stop_loss=2.0)
+    with django_capture_on_commit_callbacks(execute=False):
+        deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "entry")
+        place_all(deal)
+    deal.refresh_from_db()
+    stop = ConditionSubscription.objects.get(bot=bot, active=True, bot_config__role="stop_loss")
+    assert stop.condition.indicator_config["op"] == "lte"
+    # condition values are JSON floats: the level is the stop price to float precision
+    assert stop.condition.indicator_config["right"]["value"] == float(deal.stop_loss_price)
+    assert deal.stop_loss_price == stored(deal.average_entry_price * Decimal("0.98"))
+
+    with django_capture_on_commit_callbacks(execute=False):
+        sell = deals.close_deal(deal.pk, "stop_loss", "stop_loss")
+        place_all(deal)
+    deal.refresh_from_db()
+    sell.refresh_from_db()
+    assert (sell.leg, sell.side, sell.type, sell.status) == ("sl", "sell", "market", "filled")
+    assert (deal.state, deal.close_reason) == ("closed", "stop_loss")
+    assert deal.realized_pnl_quote == deal.quote_received - deal.quote_spent
+    tp1 = deal.orders.get(leg="tp1")
+    assert tp1.status == "open"  # resting on the exchange; its cancel was queued
+    orders.cancel_order(tp1.pk)
+    tp1.refresh_from_db()
+    assert tp1.status == "cancelled"
+    assert not ConditionSubscription.objects.filter(
+        bot=bot, active=True, bot_config__deal_id=deal.pk
+    ).exists()
