@@ -49,13 +49,6 @@ def candles_by_timeframe(sets: list[CandleSet], alert: NormalizedAlert) -> dict[
                 "candles", f"two candle files for timeframe {candle_set.timeframe}"
             )
         frames[candle_set.timeframe] = candle_set.candles
-    for step in alert.steps:
-        # The plan evaluates every condition on the candles it is given.
-        if step.canonical["symbol"] != alert.symbol:
-            raise ConditionError(
-                "symbol",
-                f"a condition is for {step.canonical['symbol']} but the candles are {alert.symbol}",
-            )
     needed = {alert.base_timeframe} | {step.canonical["timeframe"] for step in alert.steps}
     for timeframe in sorted(needed, key=TIMEFRAMES.index):
         if timeframe in frames:

@@ -175,6 +175,7 @@ def normalize_alert(
         config.get("evaluationOrder"), at("evaluationOrder"), ("priority", "sequential"), "priority"
     )
 
+    alert_symbol = str(symbol).strip().upper()
     steps = []
     for index, entry in enumerate(conditions):
         field = at(f"conditions.{index}")
@@ -186,6 +187,12 @@ def normalize_alert(
             canonical = normalize_condition(condition, symbol=symbol, timeframe=base_timeframe)
         except ConditionError as exc:
             raise exc.within(f"{field}.condition" if wrapped else field) from None
+        if canonical["symbol"] != alert_symbol:
+            # Alerts are evaluated on their own symbol's candles only.
+            raise ConditionError(
+                f"{field}.condition.symbol" if wrapped else f"{field}.symbol",
+                f"{canonical['symbol']} is not the alert's symbol {alert_symbol}",
+            )
         priority = entry.get("priority", index + 1) if wrapped else index + 1
         if (
             isinstance(priority, bool)

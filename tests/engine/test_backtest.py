@@ -373,7 +373,7 @@ BUSY_HOUR = {"type": "volume", "operator": ">=", "value": 0}
         (one_condition_alert(BUSY_HOUR, symbol="BTCUSDT"), [("ETHBTC", "5m")],
          "symbol", "the alert is for BTCUSDT but the candles are ETHBTC"),
         (one_condition_alert({**BUSY_HOUR, "symbol": "BTCUSDT"}), [("ETHBTC", "5m")],
-         "symbol", "a condition is for BTCUSDT but the candles are ETHBTC"),
+         "conditionConfig.conditions.0.symbol", "BTCUSDT is not the alert's symbol ETHBTC"),
         (one_condition_alert({**BUSY_HOUR, "timeframe": "1m"}), [("ETHBTC", "5m")],
          "candles", "no candles for timeframe 1m"),
         (one_condition_alert(BUSY_HOUR), [("ETHBTC", "5m"), ("ETHBTC", "5m")],

@@ -73,11 +73,13 @@ def random_indicator(rng: random.Random) -> tuple[dict, tuple[float, float]]:
 def random_condition(rng: random.Random) -> dict:
     left, (low, high) = random_indicator(rng)
     condition: dict = {"symbol": "ETHBTC", "timeframe": rng.choice(TIMEFRAMES), "left": left}
-    shape = rng.choices(["const", "operand", "channel", "movement", "divergence"], [8, 2, 2, 1, 1])
-    if shape == ["const"]:
+    [shape] = rng.choices(
+        ["const", "operand", "channel", "movement", "divergence"], [8, 2, 2, 1, 1]
+    )
+    if shape == "const":
         condition["op"] = rng.choice(VALUE_OPS)
         condition["right"] = round(rng.uniform(low, high), 6)
-    elif shape == ["operand"]:
+    elif shape == "operand":
         condition["op"] = rng.choice(VALUE_OPS)
         condition["left"] = {"kind": "price", "field": rng.choice(["close", "high", "low"])}
         condition["right"] = {
@@ -85,7 +87,7 @@ def random_condition(rng: random.Random) -> dict:
             "name": rng.choice(["SMA", "EMA"]),
             "params": {"length": rng.choice([9, 10, 21, 50])},
         }
-    elif shape == ["channel"]:
+    elif shape == "channel":
         condition["op"] = rng.choice(
             ["inside_channel", "outside_channel", "entering_channel", "exiting_channel"]
         )
@@ -100,12 +102,12 @@ def random_condition(rng: random.Random) -> dict:
                 "lower": {**bands, "output": "lower"},
                 "upper": {**bands, "output": "upper"},
             }
-    elif shape == ["movement"]:
-        condition["op"] = rng.choice(
-            ["moving_up", "moving_down", "moving_up_pct", "moving_down_pct"]
-        )
-        size = (high - low) / 20 if "pct" not in condition["op"] else rng.choice([1, 5])
-        condition["args"] = {"bars": rng.randint(1, 6), ("pct" if "pct" in condition["op"] else "amount"): size}  # fmt: skip
+    elif shape == "movement":
+        condition["op"] = rng.choice(["moving_up", "moving_down"])
+        condition["args"] = {"bars": rng.randint(1, 6), "amount": (high - low) / 20}
+        if rng.random() < 0.5:
+            condition["op"] += "_pct"
+            condition["args"] = {"bars": rng.randint(1, 6), "pct": rng.choice([1, 5])}
     else:
         condition["op"] = rng.choice(
             ["bullish_divergence", "bearish_divergence", "divergence", "convergence"]

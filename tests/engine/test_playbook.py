@@ -266,6 +266,23 @@ def test_it_rejects_a_validity_that_is_not_a_positive_duration(
     assert caught.value.field == f"conditionConfig.conditions.0.{field}"
 
 
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ({**RSI_LOW, "symbol": "btcusdt"}, "conditionConfig.conditions.1.symbol"),
+        (step({**RSI_LOW, "symbol": "BTCUSDT"}), "conditionConfig.conditions.1.condition.symbol"),
+    ],
+)
+def test_it_refuses_a_condition_on_another_symbol_than_the_alert(entry: dict, field: str) -> None:
+    # The alert is evaluated on ETHBTC candles; a BTCUSDT condition would be
+    # evaluated on them too, and be wrong.
+    alert = simple_alert([{**BUSY_BAR, "symbol": "ethbtc"}, entry]) | {"symbol": SYMBOL}
+    with pytest.raises(ConditionError) as caught:
+        normalize_alert(alert)
+    assert caught.value.field == field
+    assert caught.value.reason == "BTCUSDT is not the alert's symbol ETHBTC"
+
+
 # --- evaluation order and gate logic ---------------------------------------------
 
 
@@ -292,7 +309,7 @@ def test_it_orders_steps_by_ascending_priority_and_keeps_ties_in_list_order() ->
 
 
 def test_it_folds_steps_in_priority_order_when_there_is_no_gate_logic(signals: Signals) -> None:
-    # Listed: busy (OR), RSI (AND), MACD (OR). By priority: RSI, MACD, busy,
+    # Listed: busy (AND), RSI (AND), MACD (OR). By priority: RSI, MACD, busy,
     # so the alert is (RSI or MACD) and busy; RSI's own logic is ignored.
     alert = playbook_alert(
         [
@@ -310,9 +327,36 @@ def test_it_folds_steps_in_priority_order_when_there_is_no_gate_logic(signals: S
     ]
     assert trigger_bars(document, signals.candles) == expected
     in_list_order = expected_playbook(
-        [signals.busy_bar, signals.rsi_low, signals.macd_rising], [1, 1, 1], None, ["AND"] * 3
+        [signals.busy_bar, signals.rsi_low, signals.macd_rising],
+        [1, 1, 1],
+        None,
+        ["AND", "AND", "OR"],
     )
     assert expected != in_list_order
+
+
+def test_it_keeps_steps_of_equal_priority_in_list_order(signals: Signals) -> None:
+    # busy and MACD tie at 2: busy stays first, so (RSI and busy) or MACD,
+    # not (RSI or MACD) and busy.
+    alert = playbook_alert(
+        [
+            step(BUSY_BAR, priority=2, logic="AND"),
+            step(RSI_LOW, priority=1),
+            step(MACD_RISING, priority=2, logic="OR"),
+        ]
+    )
+    document = backtest(signals.candles, alert)
+
+    raws = [signals.rsi_low, signals.busy_bar, signals.macd_rising]
+    expected = expected_playbook(raws, [1, 1, 1], None, ["AND", "AND", "OR"])
+    assert trigger_bars(document, signals.candles) == expected
+    ties_swapped = expected_playbook(
+        [signals.rsi_low, signals.macd_rising, signals.busy_bar],
+        [1, 1, 1],
+        None,
+        ["AND", "OR", "AND"],
+    )
+    assert expected != ties_swapped
 
 
 def test_it_ignores_the_first_steps_logic_in_the_left_fold(signals: Signals) -> None:

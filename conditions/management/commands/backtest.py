@@ -50,6 +50,8 @@ def read_json_file(path: str, what: str) -> dict:
 
 class Command(StrictCommand):
     help = "Evaluate an alert bar by bar over historical candles and print one JSON document."
+    # It reads files only; skipping the system checks halves its start-up.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         parser.add_argument(
