@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -83,6 +84,7 @@ class ConditionAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
+            path("status/", self.admin_site.admin_view(self.status_view), name="conditions_status"),
             path(
                 "evaluation-cache/",
                 self.admin_site.admin_view(self.evaluation_cache_view),
@@ -91,12 +93,24 @@ class ConditionAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def status_view(self, request):
+        """What the pipeline is doing: sharing, throughput, time per pair."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        from .metrics import snapshot
+
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Evaluation status",
+            "status": snapshot(),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/conditions/status.html", context)
+
     def evaluation_cache_view(self, request):
         """condition_evaluation_cache has a composite primary key, which the
         admin's changelist cannot show, so it gets this read-only list."""
         if not self.has_view_permission(request):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         rows = ConditionEvaluation.objects.order_by("-candle_time", "condition_id")
         filters = {}

@@ -14,6 +14,7 @@ from alerts.models import Alert, Notification, OutboxMessage, WebhookDelivery, W
 from bots.models import Bot, DealEvent, PaperOrder
 from conditions.models import ConditionEvaluation, ConditionTrigger, EvaluationCursor
 from tests.factories import (
+    AlertFactory,
     AlertTriggerFactory,
     ExchangeAccountFactory,
     OrderFactory,
@@ -59,7 +60,14 @@ def populated():
     DealEvent.objects.create(deal=order.deal, to_state="opening", cause="entry")
     Group.objects.create(name="operators")
     EvaluationCursor.objects.create(symbol="ETHBTC", timeframe="5m", last_bar=bar)
-    PaperOrder.objects.create(account=account, client_order_id="tdn-1-base", symbol="ETHBTC", side="buy", type="market", placed_at_ms=1515974400000)
+    PaperOrder.objects.create(
+        account=account,
+        client_order_id="tdn-1-base",
+        symbol="ETHBTC",
+        side="buy",
+        type="market",
+        placed_at_ms=1515974400000,
+    )
     Token.objects.create(user=trigger.alert.user)
     return account
 
@@ -188,3 +196,18 @@ def test_logs_cannot_be_edited_or_deleted_from_the_admin(staff_client, populated
         assert not model_admin.has_change_permission(request)
         assert not model_admin.has_delete_permission(request)
         assert not model_admin.has_add_permission(request)
+
+
+def test_the_status_page_shows_how_much_sharing_saves(staff_client, populated):
+    # given one condition used by a bot and by two alerts
+    shared = ConditionEvaluation.objects.first().condition
+    for alert in (Alert.objects.first(), AlertFactory()):
+        alert.conditions.add(shared)
+    # when an operator opens the status page
+    response = staff_client.get(reverse("admin:conditions_status"))
+    # then three users of one condition mean two evaluations avoided per bar
+    assert response.status_code == 200
+    html = " ".join(response.content.decode().split())
+    assert "<th>conditions in use</th><td>1</td>" in html
+    assert "<th>subscribers per condition</th><td>3.0</td>" in html
+    assert "<th>evaluations avoided by sharing, per bar</th><td>2</td>" in html
