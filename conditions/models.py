@@ -6,26 +6,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-TIMEFRAME_CHOICES = [
-    (tf, tf)
-    for tf in (
-        "1m",
-        "3m",
-        "5m",
-        "15m",
-        "30m",
-        "1h",
-        "2h",
-        "4h",
-        "6h",
-        "8h",
-        "12h",
-        "1d",
-        "3d",
-        "1w",
-        "1M",
-    )
-]
+from conditions.engine.timeframes import TIMEFRAMES
+
+TIMEFRAME_CHOICES = [(tf, tf) for tf in TIMEFRAMES]
 SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
 CONDITION_ID_PATTERN = r"^[0-9a-f]{64}$"
 

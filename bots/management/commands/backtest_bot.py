@@ -8,7 +8,11 @@ from bots.dca import BotSettingsError
 from bots.simulate import backtest_bot
 from conditions.engine.candles import CandleFileError
 from conditions.engine.errors import ConditionError
-from conditions.management.commands.backtest import read_candle_sets, read_json_file
+from conditions.management.commands.backtest import (
+    add_output_options,
+    read_candle_sets,
+    read_json_file,
+)
 from tradeeon.cli import InputError, StrictCommand
 
 
@@ -35,9 +39,7 @@ class Command(StrictCommand):
             metavar="BOT.json",
             help="the settings table as flat fields plus symbol and base_timeframe",
         )
-        parser.add_argument("--symbol", help="overrides the symbol taken from the file name")
-        parser.add_argument("--timeframe", help="overrides the timeframe taken from the file name")
-        parser.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
+        add_output_options(parser)
 
     def handle(self, *args, **options):
         bot = read_json_file(options["bot"], "the bot")

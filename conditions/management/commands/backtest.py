@@ -48,6 +48,13 @@ def read_json_file(path: str, what: str) -> dict:
     return document
 
 
+def add_output_options(parser) -> None:
+    """The options every candle-reading command shares."""
+    parser.add_argument("--symbol", help="overrides the symbol taken from the file name")
+    parser.add_argument("--timeframe", help="overrides the timeframe taken from the file name")
+    parser.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
+
+
 class Command(StrictCommand):
     help = "Evaluate an alert bar by bar over historical candles and print one JSON document."
     # It reads files only; skipping the system checks halves its start-up.
@@ -67,9 +74,7 @@ class Command(StrictCommand):
             metavar="ALERT.json",
             help="an alert (CONDITIONS.md section 6)",
         )
-        parser.add_argument("--symbol", help="overrides the symbol taken from the file name")
-        parser.add_argument("--timeframe", help="overrides the timeframe taken from the file name")
-        parser.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
+        add_output_options(parser)
 
     def handle(self, *args, **options):
         alert = read_json_file(options["alert"], "the alert")
