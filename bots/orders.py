@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -31,6 +32,7 @@ from .models import Order
 
 logger = logging.getLogger(__name__)
 
+RECV_WINDOW_MARGIN_MS = 1000
 SENT_STATES = ("open", "partially_filled", "filled", "cancelled", "rejected", "failed")
 
 
@@ -86,26 +88,46 @@ def build_request(order: Order, exchange: Exchange) -> OrderRequest:
 
 
 def place_order(order_id: int) -> None:
+    """Send the order at most once per safe moment. Two tasks for one row (a
+    chain that published its next step twice, a retry racing a redelivery)
+    both try to claim the row; only the one that wins sends."""
     order = Order.objects.select_related("deal__bot__account").get(pk=order_id)
     if order.status in SENT_STATES:
         return  # placed already: a duplicate task
     exchange = _exchange(order)
     symbol = order.deal.bot.symbol
-    if order.status == Order.Status.SUBMITTED:
-        # An earlier attempt's answer was lost: does the order exist?
-        try:
-            apply_state(order.pk, _lookup(exchange, symbol, order.client_order_id))
-            return
-        except OrderNotFound:
-            pass
     try:
         request = build_request(order, exchange)
     except OrderRejected as exc:
         mark_failed(order.pk, Order.Status.REJECTED, str(exc))
         return
-    Order.objects.filter(pk=order.pk, status__in=[Order.Status.NEW, Order.Status.SUBMITTED]).update(
-        status=Order.Status.SUBMITTED, submitted_at=timezone.now()
-    )
+    now = timezone.now()
+    if order.status == Order.Status.NEW:
+        claimed = Order.objects.filter(pk=order.pk, status=Order.Status.NEW).update(
+            status=Order.Status.SUBMITTED, submitted_at=now
+        )
+    else:
+        # An earlier attempt's answer was lost: does the order exist?
+        try:
+            apply_state(order.pk, _lookup(exchange, symbol, order.client_order_id))
+            return
+        except OrderNotFound:
+            # Not yet, perhaps: the earlier request may still be on its way.
+            # Only once the exchange would refuse it is it safe to send again.
+            if not _past_recv_window(order):
+                raise OutcomeUnknown(
+                    f"{order.client_order_id}: not found yet; the earlier attempt may still land"
+                ) from None
+        claimed = Order.objects.filter(
+            pk=order.pk, status=Order.Status.SUBMITTED, submitted_at=order.submitted_at
+        ).update(submitted_at=now)
+    if not claimed:
+        raise OutcomeUnknown(f"{order.client_order_id}: another worker is placing it")
+    _send(order, exchange, request)
+
+
+def _send(order: Order, exchange: Exchange, request: OrderRequest) -> None:
+    symbol = request.symbol
     try:
         state = exchange.place_order(request)
     except DuplicateOrder:
@@ -115,6 +137,8 @@ def place_order(order_id: int) -> None:
         try:
             state = _lookup(exchange, symbol, order.client_order_id)
         except OrderNotFound:
+            # It may still be in flight: the retry looks it up again once the
+            # exchange's recvWindow has passed, and only then places it anew.
             raise OutcomeUnknown(
                 f"{order.client_order_id} not on the exchange after {exc}"
             ) from None
@@ -122,6 +146,19 @@ def place_order(order_id: int) -> None:
         mark_failed(order.pk, Order.Status.REJECTED, str(exc))
         return
     apply_state(order.pk, state)
+
+
+def _past_recv_window(order: Order) -> bool:
+    if order.submitted_at is None:
+        return True
+    waited = (timezone.now() - order.submitted_at).total_seconds() * 1000
+    # A margin for clock drift between us and the exchange.
+    return waited > settings.BINANCE_RECV_WINDOW_MS + RECV_WINDOW_MARGIN_MS
+
+
+def retry_delay_s() -> float:
+    """Before retrying an order whose outcome is unknown: past the recvWindow."""
+    return (settings.BINANCE_RECV_WINDOW_MS + RECV_WINDOW_MARGIN_MS) / 1000
 
 
 def _lookup(exchange: Exchange, symbol: str, client_order_id: str) -> OrderState:

@@ -25,7 +25,7 @@ def place_order(self, order_id: int) -> None:
     except ExchangeRateLimited as exc:
         raise self.retry(countdown=exc.retry_after_s) from exc
     except orders.OutcomeUnknown as exc:
-        raise self.retry(countdown=min(2**self.request.retries, 30)) from exc
+        raise self.retry(countdown=orders.retry_delay_s() * (1 + self.request.retries)) from exc
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=8)

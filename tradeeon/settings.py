@@ -242,6 +242,10 @@ SPECTACULAR_SETTINGS = {
 BINANCE_API_URL = env_str("BINANCE_API_URL", "https://api.binance.com/api")
 BINANCE_TESTNET_API_URL = env_str("BINANCE_TESTNET_API_URL", "https://testnet.binance.vision/api")
 BINANCE_TIMEOUT_S = float(env_str("BINANCE_TIMEOUT_S", "10"))
+# Binance refuses an order request that reaches it later than this after it
+# was signed. So once it has passed, an order whose answer was lost and that a
+# lookup cannot find will never exist, and may be placed again.
+BINANCE_RECV_WINDOW_MS = env_int("BINANCE_RECV_WINDOW_MS", 5000)
 KLINE_CACHE_PREFIX = env_str("KLINE_CACHE_PREFIX", "marketdata:klines")
 ALERT_RUNNER_POLL_MS = env_int("ALERT_RUNNER_POLL_MS", 1000)
 ALERT_MAX_ALERTS_PER_SYMBOL = env_int("ALERT_MAX_ALERTS_PER_SYMBOL", 200)

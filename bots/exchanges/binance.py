@@ -66,6 +66,7 @@ class BinanceExchange:
             "type": request.type.upper(),
             "newClientOrderId": request.client_order_id,
             "newOrderRespType": "FULL",
+            "recvWindow": settings.BINANCE_RECV_WINDOW_MS,
         }
         if request.type == "limit":
             params.update(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
@@ -138,6 +139,7 @@ class OrderBook:
     # --- endpoints -----------------------------------------------------------------
     def new_order(self, request: StubRequest) -> dict:
         _require_key(request)
+        _within_recv_window(request)
         symbol = request.required("symbol").upper()
         side = request.required("side").upper()
         kind = request.required("type").upper()
@@ -148,8 +150,14 @@ class OrderBook:
             self.stub.market.exchange_info(request.now_ms), symbol
         )
         with self._lock:
-            if client_id in self.orders:
-                raise StubError(400, -2010, "Duplicate order sent.")
+            # As Binance: a client order id must be unique among OPEN orders
+            # only; a filled or cancelled order's id can be used again. That is
+            # why a client must never re-send a market order it is unsure of.
+            previous = self.orders.get(client_id)
+            if previous is not None:
+                self._settle_resting(previous, request.now_ms)
+                if previous.status in ("NEW", "PARTIALLY_FILLED"):
+                    raise StubError(400, -2010, "Duplicate order sent.")
             price = self.price(symbol, request.now_ms)
             if kind == "LIMIT":
                 price = _decimal(request.required("price"), "price")
@@ -245,6 +253,17 @@ class OrderBook:
 def _require_key(request: StubRequest) -> None:
     if not any(name.lower() == "x-mbx-apikey" and value for name, value in request.headers.items()):
         raise StubError(401, -2014, "API-key format invalid.")
+
+
+def _within_recv_window(request: StubRequest) -> None:
+    """As Binance: a signed request processed later than `timestamp +
+    recvWindow` (wall clock, not the replay clock) is refused, never executed."""
+    timestamp = request.params.get("timestamp")
+    if not timestamp or not timestamp.isdigit():
+        return
+    window = int(request.params.get("recvWindow") or 5000)
+    if int(timestamp) + window < time.time() * 1000:
+        raise StubError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
 
 
 def _decimal(value: str, name: str) -> Decimal:
