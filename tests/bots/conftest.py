@@ -1,0 +1,3 @@
+"""The real-worker harness of the pipeline tests, shared with the bot tests."""
+
+from tests.pipeline.conftest import namespace, processes, replay_market, stub  # noqa: F401
