@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from functools import lru_cache
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 
 from conditions.engine.backtest import CandleSet, iso_utc, run_backtest
 from conditions.engine.errors import ConditionError
 from conditions.engine.playbook import NormalizedAlert, normalize_alert
+from conditions.marketdata.binance import BinanceSource
+from conditions.marketdata.cache import KlineCache
 from conditions.services import register_all
 
 from .models import Alert, Notification, WebhookSecret, new_webhook_secret
@@ -74,6 +78,9 @@ def set_status(alert: Alert, status: str) -> Alert:
     return alert
 
 
+PREVIEW_TIMEOUT_S = 4.0
+
+
 def save_user_alert(alert: Alert) -> NormalizedAlert:
     """save_alert, within ALERT_MAX_ALERTS_PER_SYMBOL alerts per user and symbol
     (alerts of every status count: the limit is on what a user keeps, not on
@@ -97,6 +104,22 @@ def save_user_alert(alert: Alert) -> NormalizedAlert:
         return save_alert(alert)
 
 
+@lru_cache(maxsize=1)
+def preview_market() -> KlineCache:
+    """The kline cache the workers fill (same store, same entries), read through
+    a source with a budget that fits a web request: the workers' source may
+    retry for 40 s, longer than gunicorn lets a request run."""
+    return KlineCache(
+        BinanceSource(
+            timeout_s=min(settings.BINANCE_TIMEOUT_S, PREVIEW_TIMEOUT_S),
+            max_attempts=2,
+            max_wait_s=2.0,
+            backoff_cache=caches["default"],
+        ),
+        key_prefix=settings.KLINE_CACHE_PREFIX,
+    )
+
+
 def preview_alert(raw: Mapping, *, bars: int) -> dict:
     """When the alert would have fired over the last `bars` closed candles.
 
@@ -106,10 +129,10 @@ def preview_alert(raw: Mapping, *, bars: int) -> dict:
     ConditionError for a bad alert and MarketDataError when candles cannot be had.
     """
     # alerts.evaluation imports this module.
-    from .evaluation import HISTORY_BARS, market
+    from .evaluation import HISTORY_BARS
 
     normalized = normalize_alert(raw)
-    source = market()
+    source = preview_market()
     now_ms = source.source.server_time_ms()
     timeframes = {normalized.base_timeframe} | {
         step.canonical["timeframe"] for step in normalized.steps

@@ -371,18 +371,10 @@ def _entry(value: object, symbol: str, base_timeframe: str) -> dict:
             raise BotSettingsError(f"entry.{extra[0]}", 'an asap entry is just {"mode": "asap"}')
         return {"mode": ASAP}
     try:
-        alert = normalize_alert(
-            {"conditionConfig": value}, symbol=symbol, base_timeframe=base_timeframe
-        )
+        # It also refuses a condition on another symbol than the bot's.
+        normalize_alert({"conditionConfig": value}, symbol=symbol, base_timeframe=base_timeframe)
     except ConditionError as exc:
         raise BotSettingsError(_entry_field(exc.field), exc.reason) from None
-    for step in alert.steps:
-        if step.canonical["symbol"] != symbol:
-            raise BotSettingsError(
-                "entry.conditions",
-                f"a bot's entry conditions must be on its own symbol {symbol}, "
-                f"one is on {step.canonical['symbol']}",
-            )
     return copy.deepcopy(dict(value))
 
 

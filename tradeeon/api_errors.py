@@ -88,10 +88,6 @@ class ErrorResponseSerializer(serializers.Serializer):
     errors = ErrorItemSerializer(many=True)
 
 
-def error_body(field: str | None, message: str, code: str = "invalid") -> dict:
-    return {"errors": [{"field": field or None, "message": message, "code": code}]}
-
-
 def flatten_errors(detail: Any, prefix: str = "") -> Iterator[dict]:
     """DRF's nested ValidationError detail as a flat list of {field, message, code}."""
     if isinstance(detail, Mapping):
@@ -133,7 +129,12 @@ def market_data_exception(exc: MarketDataError) -> exceptions.APIException:
             "the exchange is rate limiting market data requests; try again later",
             wait=max(1.0, exc.retry_after_s),
         )
-    return MarketDataFailed(f"market data is unavailable right now: {exc}", wait=5)
+    # The exchange's address and the retries are for the log, not the client.
+    logger.warning("market data unavailable to an API request: %s", exc)
+    return MarketDataFailed(
+        "market data is unavailable right now (the exchange did not answer); try again shortly",
+        wait=5,
+    )
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -159,15 +160,15 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    if isinstance(exc, exceptions.ValidationError):
-        errors = list(flatten_errors(exc.detail))
+    data = response.data
+    if isinstance(data, Mapping) and set(data) == {"detail"}:
+        # Not a validation error: one message, about the request as a whole
+        # (or about the one field a ReferenceNotFound names).
+        detail = data["detail"]
+        code = getattr(detail, "code", None) or getattr(exc, "default_code", None) or "error"
+        errors = [{"field": getattr(exc, "field", None), "message": str(detail), "code": code}]
     else:
-        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-        if isinstance(detail, Mapping | list):
-            errors = list(flatten_errors(detail))
-        else:
-            code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
-            errors = [{"field": getattr(exc, "field", None), "message": str(detail), "code": code}]
+        errors = list(flatten_errors(data))
     response.data = {"errors": errors}
     return response
 

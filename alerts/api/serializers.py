@@ -18,7 +18,7 @@ from tradeeon.throttling import StorableJSONField
 
 SYMBOL_RE = re.compile(r"[A-Z0-9]{2,20}")
 # What the schema promises for a symbol; clean_symbol upper-cases it.
-SYMBOL_PATTERN = r"^\s*[A-Za-z0-9]{2,20}\s*$"
+SYMBOL_PATTERN = r"^[A-Za-z0-9]{2,20}$"
 # Statuses a client may set; triggered and expired are the evaluator's to set.
 SETTABLE_STATUSES = (AlertStatus.ACTIVE, AlertStatus.PAUSED)
 PREVIEW_MAX_BARS = 1000
@@ -27,7 +27,7 @@ PREVIEW_MAX_BARS = 1000
 def symbol_field(**kwargs: Any) -> serializers.RegexField:
     return serializers.RegexField(
         SYMBOL_PATTERN,
-        max_length=40,
+        trim_whitespace=False,
         error_messages={"invalid": "must be 2 to 20 letters or digits"},
         **kwargs,
     )
@@ -129,7 +129,10 @@ class AlertSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_condition_ids(self, alert: Alert) -> list[str]:
-        return sorted(condition.pk for condition in alert.conditions.all())
+        known = self.context.get("condition_ids", {}).get(alert.pk)
+        if known is None:
+            known = alert.conditions.values_list("pk", flat=True)
+        return sorted(known)
 
     def validate_symbol(self, value: str) -> str:
         return clean_symbol(value)

@@ -3,7 +3,6 @@ and the webhook secret. Every query is the requesting user's."""
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -14,7 +13,6 @@ from rest_framework.views import APIView
 
 from alerts import services
 from alerts.models import Alert, AlertStatus, Notification, WebhookSecret
-from conditions.models import Condition
 from tradeeon.api_errors import Conflict
 
 from .serializers import (
@@ -33,18 +31,34 @@ from .serializers import (
 
 @extend_schema_view(list=extend_schema(parameters=[AlertFilterSerializer]))
 class AlertViewSet(viewsets.ModelViewSet):
+    # For the schema's types only; get_queryset scopes every query to the user.
+    queryset = Alert.objects.none()
     serializer_class = AlertSerializer
-    lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
-        alerts = Alert.objects.filter(user=self.request.user).prefetch_related(
-            Prefetch("conditions", queryset=Condition.objects.only("pk"))
-        )
+        alerts = Alert.objects.filter(user=self.request.user)
         if self.action == "list":
             filters = AlertFilterSerializer(data=self.request.query_params.dict())
             filters.is_valid(raise_exception=True)
             alerts = alerts.filter(**filters.validated_data)
         return alerts.order_by("-created_at", "-pk")
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        # The page's condition ids in one query of the link table, rather than
+        # a Condition object per link.
+        links = Alert.conditions.through.objects.filter(alert__in=page).values_list(
+            "alert_id", "condition_id"
+        )
+        condition_ids: dict[int, list[str]] = {alert.pk: [] for alert in page}
+        for alert_id, condition_id in links:
+            condition_ids[alert_id].append(condition_id)
+        serializer = self.get_serializer(
+            page,
+            many=True,
+            context={**self.get_serializer_context(), "condition_ids": condition_ids},
+        )
+        return self.get_paginated_response(serializer.data)
 
     def perform_create(self, serializer: AlertSerializer) -> None:
         alert = Alert(user=self.request.user, **serializer.validated_data)
@@ -112,8 +126,9 @@ class AlertPreviewView(APIView):
 
 @extend_schema_view(list=extend_schema(parameters=[NotificationFilterSerializer]))
 class NotificationViewSet(viewsets.ReadOnlyModelViewSet):
+    # For the schema's types only; get_queryset scopes every query to the user.
+    queryset = Notification.objects.none()
     serializer_class = NotificationSerializer
-    lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
         notifications = Notification.objects.filter(user=self.request.user).select_related(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from alerts.api.serializers import clean_symbol, clean_timeframe, symbol_field
@@ -19,6 +20,7 @@ from bots import dca
 from bots.models import (
     Bot,
     BotKind,
+    CloseReason,
     Deal,
     DealEvent,
     DealState,
@@ -67,7 +69,8 @@ class BotSerializer(serializers.Serializer):
         **optional(),
         help_text='a conditionConfig (CONDITIONS.md section 6), or {"mode": "asap"} (default)',
     )
-    base_order_size = amount("quote amount of the base order (market)")
+    # Required; null only in the answer for a bot whose stored settings lack it.
+    base_order_size = amount("quote amount of the base order (market)", allow_null=True)
     safety_order_size = amount(
         "quote amount of the first safety order; required when max_safety_orders > 0",
         **optional(),
@@ -83,7 +86,7 @@ class BotSerializer(serializers.Serializer):
     price_deviation = amount("% below the base fill of the first safety order", **optional())
     step_scale = amount("multiplier of each next deviation step", **optional())
     volume_scale = amount("multiplier of each next safety order size", **optional())
-    take_profit = amount("% above the average entry (or the base fill)")
+    take_profit = amount("% above the average entry (or the base fill)", allow_null=True)
     take_profit_type = serializers.ChoiceField(
         choices=dca.TAKE_PROFIT_TYPES, **optional(), help_text="default average"
     )
@@ -167,8 +170,10 @@ class BotSerializer(serializers.Serializer):
             try:
                 shown[name] = None if value is None else field.to_representation(value)
             except (TypeError, ValueError, ArithmeticError):
-                # A row edited by hand (the admin) must not make the whole list fail.
-                shown[name] = None
+                # A row edited by hand (the admin) must not make the whole list
+                # fail: such a setting shows its default.
+                default = dca.DCA_DEFAULTS.get(name)
+                shown[name] = None if default is None else field.to_representation(default)
         return shown
 
 
@@ -224,6 +229,7 @@ class OrderSerializer(serializers.ModelSerializer):
 class DealSerializer(serializers.ModelSerializer):
     bot_id = serializers.IntegerField(read_only=True)
     symbol = serializers.CharField(source="bot.symbol", read_only=True)
+    close_reason = serializers.SerializerMethodField()
 
     class Meta:
         model = Deal
@@ -250,6 +256,15 @@ class DealSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=CloseReason.choices, allow_null=True, help_text="null until the deal closes"
+        )
+    )
+    def get_close_reason(self, deal: Deal) -> str | None:
+        # Stored blank while the deal is open; blank is not one of the reasons.
+        return deal.close_reason or None
 
 
 class DealDetailSerializer(DealSerializer):

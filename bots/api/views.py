@@ -96,8 +96,9 @@ def _filtered(serializer_class, request: Request) -> dict:
     destroy=extend_schema(responses={204: None, 409: None}),
 )
 class BotViewSet(viewsets.ModelViewSet):
+    # For the schema's types only; get_queryset scopes every query to the user.
+    queryset = Bot.objects.none()
     serializer_class = BotSerializer
-    lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
         bots = Bot.objects.filter(user=self.request.user)
@@ -164,7 +165,8 @@ class BotViewSet(viewsets.ModelViewSet):
 
 @extend_schema_view(list=extend_schema(parameters=[DealFilterSerializer]))
 class DealViewSet(viewsets.ReadOnlyModelViewSet):
-    lookup_value_regex = "[0-9]+"
+    # For the schema's types only; get_queryset scopes every query to the user.
+    queryset = Deal.objects.none()
 
     def get_serializer_class(self):
         return DealDetailSerializer if self.action in ("retrieve", "close") else DealSerializer
@@ -202,8 +204,9 @@ class DealViewSet(viewsets.ReadOnlyModelViewSet):
 
 @extend_schema_view(list=extend_schema(parameters=[OrderFilterSerializer]))
 class OrderViewSet(viewsets.ReadOnlyModelViewSet):
+    # For the schema's types only; get_queryset scopes every query to the user.
+    queryset = Order.objects.none()
     serializer_class = OrderSerializer
-    lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
         orders = Order.objects.filter(deal__bot__user=self.request.user).select_related("deal__bot")
@@ -217,8 +220,9 @@ class OrderViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class ExchangeAccountViewSet(viewsets.ModelViewSet):
+    # For the schema's types only; get_queryset scopes every query to the user.
+    queryset = ExchangeAccount.objects.none()
     serializer_class = ExchangeAccountSerializer
-    lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
         return ExchangeAccount.objects.filter(user=self.request.user).order_by("name", "pk")

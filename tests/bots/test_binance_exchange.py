@@ -52,11 +52,18 @@ def test_a_market_buy_fills_at_the_replayed_price_with_the_fee_in_base(exchange,
     assert state.average_price == price
 
 
-def test_a_second_order_with_the_same_client_id_is_refused_as_a_duplicate(exchange, stub):
-    exchange.place_order(market_buy("tdn-2-base"))
+def test_a_client_id_is_unique_among_open_orders_only_as_on_binance(exchange, stub):
+    # a resting order's id cannot be used again while it is open...
+    resting = OrderRequest("ETHBTC", "buy", "limit", "tdn-2-so1", quantity=Decimal("1"), price=Decimal("0.05"))
+    exchange.place_order(resting)
     with pytest.raises(DuplicateOrder):
-        exchange.place_order(market_buy("tdn-2-base"))
-    assert stub.orders.count("tdn-2-base") == 1
+        exchange.place_order(resting)
+    assert stub.orders.count("tdn-2-so1") == 1
+    # ...but a filled order's id can: which is why a market order whose answer
+    # was lost is looked up, never simply sent again
+    exchange.place_order(market_buy("tdn-2-base"))
+    exchange.place_order(market_buy("tdn-2-base"))
+    assert stub.orders.count("tdn-2-base") == 2
 
 
 def test_an_order_whose_answer_was_dropped_exists_and_is_found_by_its_client_id(exchange, stub):

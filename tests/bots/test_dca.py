@@ -303,7 +303,7 @@ INVALID = [
                 ]
             }
         },
-        "entry.conditions",
+        "entry.conditions.0.symbol",
     ),
     # deviation_n = 20 * n reaches 100% at the fifth level
     ({"price_deviation": 20, "step_scale": 1}, "max_safety_orders"),
