@@ -344,8 +344,13 @@ def close_deal(deal_id: int, reason: str, cause: str) -> Order | None:
         ConditionSubscription.objects.filter(
             bot=deal.bot, active=True, bot_config__deal_id=deal.pk
         ).update(active=False)
+        held = _base_held(deal)
+        if held <= 0:
+            # Nothing left to sell (the take profit filled meanwhile, or dust only).
+            _closed(deal, reason, int(deal.updated_at.timestamp() * 1000))
+            return None
         leg = "sl" if reason == Deal.CloseReason.STOP_LOSS else "close"
-        return new_order(deal, leg, "sell", "market", quantity=_base_held(deal))
+        return new_order(deal, leg, "sell", "market", quantity=held)
 
 
 def open_deals_query():

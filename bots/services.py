@@ -55,14 +55,11 @@ def start_bot(bot: Bot) -> Bot:
     bot.save(update_fields=["status", "updated_at"])
     subscribe_entry(bot)
     if entry_playbook(bot) is None:
-        transaction.on_commit(lambda: _open_asap(bot.pk))
+        # Entering needs the exchange's clock and price: a task, not the web request.
+        from .tasks import enter_asap as enter_asap_task
+
+        transaction.on_commit(lambda: enter_asap_task.delay(bot.pk))
     return bot
-
-
-def _open_asap(bot_id: int) -> None:
-    from alerts.evaluation import market
-
-    enter_asap(bot_id, market().source.server_time_ms())
 
 
 def enter_asap(bot_id: int, now_ms: int) -> Deal | None:

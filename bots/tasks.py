@@ -39,6 +39,13 @@ def cancel_order(self, order_id: int) -> None:
 
 
 @shared_task(ignore_result=True)
+def enter_asap(bot_id: int) -> None:
+    from alerts.evaluation import market
+
+    services.enter_asap(bot_id, market().source.server_time_ms())
+
+
+@shared_task(ignore_result=True)
 def reconcile_orders() -> int:
     """Beat: orders we are unsure of, then asap bots that may enter again."""
     from alerts.evaluation import market

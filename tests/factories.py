@@ -137,7 +137,9 @@ class RegisteredAlertFactory(AlertFactory):
 
     condition_config = {
         "mode": "simple",
-        "conditions": [{"type": "price", "operator": ">", "compareWith": "value", "compareValue": 0}],
+        "conditions": [
+            {"type": "price", "operator": ">", "compareWith": "value", "compareValue": 0}
+        ],
     }
 
     @classmethod

@@ -80,7 +80,9 @@ def _read_json(path: Path, text: str) -> pd.DataFrame:
     try:
         return frame_from_rows(rows)
     except (TypeError, ValueError, OverflowError):
-        raise CandleFileError(f"{path}: a kline row holds a value that is not a number (or is out of range)") from None
+        raise CandleFileError(
+            f"{path}: a kline row holds a value that is not a number (or is out of range)"
+        ) from None
 
 
 def _read_csv(path: Path, text: str) -> pd.DataFrame:

@@ -54,7 +54,9 @@ def test_a_market_buy_fills_at_the_replayed_price_with_the_fee_in_base(exchange,
 
 def test_a_client_id_is_unique_among_open_orders_only_as_on_binance(exchange, stub):
     # a resting order's id cannot be used again while it is open...
-    resting = OrderRequest("ETHBTC", "buy", "limit", "tdn-2-so1", quantity=Decimal("1"), price=Decimal("0.05"))
+    resting = OrderRequest(
+        "ETHBTC", "buy", "limit", "tdn-2-so1", quantity=Decimal("1"), price=Decimal("0.05")
+    )
     exchange.place_order(resting)
     with pytest.raises(DuplicateOrder):
         exchange.place_order(resting)
