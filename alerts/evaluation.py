@@ -158,9 +158,31 @@ def evaluate_symbol(
 
             ids = list(report.outbox_ids)
             transaction.on_commit(lambda: send_outbox(ids))
+    if not forming and bars:
+        _hand_bars_to_trailing_deals(symbol, timeframe, candles[timeframe], bars)
     report.duration_ms = (time.perf_counter() - started) * 1000
     record_evaluation(symbol, timeframe, report)
     return report
+
+
+def _hand_bars_to_trailing_deals(
+    symbol: str, timeframe: str, base: pd.DataFrame, bars: list[int]
+) -> None:
+    from bots.models import Deal
+
+    trailing = Deal.objects.filter(
+        state=Deal.State.OPEN, bot__symbol=symbol, bot__base_timeframe=timeframe
+    ).exclude(bot__settings__trailing_deviation=None)
+    if not trailing.exists():
+        return
+    from bots.tasks import trail_deals
+
+    rows = base.iloc[bars]
+    payload = [
+        [int(o), repr(float(h)), repr(float(c))]
+        for o, h, c in zip(rows["open_time"], rows["high"], rows["close"], strict=True)
+    ]
+    trail_deals.delay(symbol, timeframe, payload)
 
 
 def _subscribed_conditions(symbol: str, timeframe: str) -> dict[str, dict]:

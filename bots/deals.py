@@ -124,8 +124,12 @@ def on_order_update(order: Order, previous_status: str, now_ms: int) -> None:
         elif order.leg.startswith("so"):
             _safety_filled(deal, settings, order, now_ms)
         elif order.side == "sell":
-            reason = {"tp": Deal.CloseReason.TAKE_PROFIT, "sl": Deal.CloseReason.STOP_LOSS}.get(
-                order.leg.rstrip("0123456789"), Deal.CloseReason.MANUAL
+            reason = (
+                Deal.CloseReason.TAKE_PROFIT
+                if order.leg.startswith("tp")
+                else Deal.CloseReason.STOP_LOSS
+                if order.leg == "sl"
+                else Deal.CloseReason.MANUAL
             )
             _closed(deal, reason, now_ms)
     elif order.status in (Order.Status.REJECTED, Order.Status.FAILED) and order.leg == "base":
@@ -199,13 +203,15 @@ def _opened(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) ->
     else:
         for level in ladder[: settings.active_safety_orders]:
             _resting_safety(deal, level)
-    _place_take_profit(deal)
+    if settings.trailing_deviation is None:
+        _place_take_profit(deal)
     _subscribe_stop_loss(deal)
 
 
 def _safety_filled(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
     deal.safety_orders_filled += 1
     _reprice(deal, settings)
+    deal.trailing_high = None  # a safety fill resets a trailing take profit that had started
     DealEvent.objects.create(
         deal=deal,
         from_state=deal.state,
@@ -224,8 +230,9 @@ def _safety_filled(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: 
         upcoming = [level for level in ladder if f"so{level.n}" not in placed]
         if upcoming:
             _resting_safety(deal, upcoming[0])
-    _cancel_take_profits(deal)
-    _place_take_profit(deal)
+    if settings.trailing_deviation is None:
+        _cancel_take_profits(deal)
+        _place_take_profit(deal)
     _subscribe_stop_loss(deal)
 
 
@@ -351,6 +358,51 @@ def close_deal(deal_id: int, reason: str, cause: str) -> Order | None:
             return None
         leg = "sl" if reason == Deal.CloseReason.STOP_LOSS else "close"
         return new_order(deal, leg, "sell", "market", quantity=held)
+
+
+def on_bar_closed(deal_id: int, high: Decimal, close: Decimal, now_ms: int) -> Order | None:
+    """A trailing take profit, at a closed bar: once a high reaches the take-profit
+    price, follow the highest high; exit at market when a close falls
+    trailing_deviation % below it (BOTS.md)."""
+    with transaction.atomic():
+        deal = Deal.objects.select_for_update().select_related("bot").get(pk=deal_id)
+        settings = bot_settings(deal.bot)
+        if (
+            deal.state != Deal.State.OPEN
+            or settings.trailing_deviation is None
+            or deal.take_profit_price is None
+        ):
+            return None
+        if deal.trailing_high is None and high >= deal.take_profit_price:
+            deal.trailing_high = high
+            DealEvent.objects.create(
+                deal=deal,
+                from_state=deal.state,
+                to_state=deal.state,
+                cause="trailing_started",
+                detail={"high": str(high)},
+            )
+        elif deal.trailing_high is not None:
+            deal.trailing_high = max(deal.trailing_high, high)
+        deal.save(update_fields=["trailing_high", "updated_at"])
+        if deal.trailing_high is None or close > deal.trailing_high * (
+            1 - settings.trailing_deviation / 100
+        ):
+            return None
+    return _exit_trailing(deal_id, now_ms)
+
+
+def _exit_trailing(deal_id: int, now_ms: int) -> Order | None:
+    with transaction.atomic():
+        deal = Deal.objects.select_for_update().select_related("bot").get(pk=deal_id)
+        if deal.state != Deal.State.OPEN:
+            return None
+        transition(deal, Deal.State.CLOSING, "trailing_take_profit", high=str(deal.trailing_high))
+        deal.save(update_fields=["state"])
+        ConditionSubscription.objects.filter(
+            bot=deal.bot, active=True, bot_config__deal_id=deal.pk
+        ).update(active=False)
+        return new_order(deal, "tptrail", "sell", "market", quantity=_base_held(deal))
 
 
 def open_deals_query():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from decimal import Decimal
 
 import numpy as np
 from django.db import transaction
@@ -165,3 +166,21 @@ def _timeframe_s(timeframe: str) -> int:
     from conditions.engine.timeframes import timeframe_ms
 
     return timeframe_ms(timeframe) // 1000 if timeframe != "1M" else 30 * 86400
+
+
+def trail_open_deals(symbol: str, timeframe: str, bars: list[tuple[int, str, str]]) -> int:
+    """Closed bars (open time, high, close) of a pair, for its deals' trailing take profits."""
+    step_ms = _timeframe_s(timeframe) * 1000
+    exits = 0
+    open_deals = Deal.objects.filter(
+        state=Deal.State.OPEN, bot__symbol=symbol, bot__base_timeframe=timeframe
+    ).exclude(bot__settings__trailing_deviation=None)
+    for deal_id in open_deals.values_list("pk", flat=True):
+        for open_ms, high, close in bars:
+            if (
+                deals.on_bar_closed(deal_id, Decimal(high), Decimal(close), open_ms + step_ms)
+                is not None
+            ):
+                exits += 1
+                break
+    return exits

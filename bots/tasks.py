@@ -39,6 +39,11 @@ def cancel_order(self, order_id: int) -> None:
 
 
 @shared_task(ignore_result=True)
+def trail_deals(symbol: str, timeframe: str, bars: list) -> int:
+    return services.trail_open_deals(symbol, timeframe, [tuple(bar) for bar in bars])
+
+
+@shared_task(ignore_result=True)
 def enter_asap(bot_id: int) -> None:
     from alerts.evaluation import market
 

@@ -284,3 +284,44 @@ def test_a_stop_loss_trigger_sells_everything_at_market_and_closes_the_deal(
     assert not ConditionSubscription.objects.filter(
         bot=bot, active=True, bot_config__deal_id=deal.pk
     ).exists()
+
+
+@pytest.mark.django_db
+def test_a_trailing_take_profit_follows_the_high_and_exits_on_the_pullback(
+    stub, django_capture_on_commit_callbacks
+):
+    from bots.services import trail_open_deals
+
+    # given an open deal with a 1% take profit trailing by 0.5%, and no resting sell
+    bot = make_bot(trailing_deviation=0.5)
+    with django_capture_on_commit_callbacks(execute=False):
+        deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "entry")
+        place_all(deal)
+    deal.refresh_from_db()
+    assert not deal.orders.filter(leg__startswith="tp").exists()
+    tp = deal.take_profit_price
+    bar = stub.now_ms() + 300_000
+
+    def trail(high, close, offset):
+        with django_capture_on_commit_callbacks(execute=False):
+            return trail_open_deals(
+                "ETHBTC", "5m", [(bar + offset * 300_000, str(high), str(close))]
+            )
+
+    # a high short of the take profit starts nothing
+    assert trail(tp * Decimal("0.999"), tp * Decimal("0.99"), 0) == 0
+    assert Deal.objects.get(pk=deal.pk).trailing_high is None
+    # when a high reaches it, the trail starts there and follows higher highs
+    assert trail(tp * Decimal("1.002"), tp, 1) == 0
+    assert trail(tp * Decimal("1.010"), tp * Decimal("1.008"), 2) == 0
+    high = Deal.objects.get(pk=deal.pk).trailing_high
+    assert high == stored(tp * Decimal("1.010"))
+    # a close just above high * (1 - 0.5%) holds; at or below it exits at market
+    assert trail(tp, high * Decimal("0.9951"), 3) == 0
+    assert trail(tp, high * Decimal("0.995"), 4) == 1
+    exit_order = Deal.objects.get(pk=deal.pk).orders.get(leg="tptrail")
+    assert (exit_order.side, exit_order.type) == ("sell", "market")
+    with django_capture_on_commit_callbacks(execute=False):
+        place_all(deal)
+    deal.refresh_from_db()
+    assert (deal.state, deal.close_reason) == ("closed", "take_profit")
