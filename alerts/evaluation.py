@@ -123,7 +123,7 @@ def evaluate_symbol(
     for _, playbook in playbooks.values():
         for step in playbook.steps:
             canonicals.setdefault(step.condition_id, step.canonical)
-    if not canonicals:
+    if not canonicals and (forming or not _trailing_deals(symbol, timeframe).exists()):
         return report
 
     timeframes = {timeframe} | {c["timeframe"] for c in canonicals.values()}
@@ -165,15 +165,19 @@ def evaluate_symbol(
     return report
 
 
+def _trailing_deals(symbol: str, timeframe: str):
+    """Open deals on the pair whose take profit trails: they need every closed bar."""
+    from bots.models import Deal
+
+    return Deal.objects.filter(
+        state=Deal.State.OPEN, bot__symbol=symbol, bot__base_timeframe=timeframe
+    ).exclude(bot__settings__trailing_deviation=None)
+
+
 def _hand_bars_to_trailing_deals(
     symbol: str, timeframe: str, base: pd.DataFrame, bars: list[int]
 ) -> None:
-    from bots.models import Deal
-
-    trailing = Deal.objects.filter(
-        state=Deal.State.OPEN, bot__symbol=symbol, bot__base_timeframe=timeframe
-    ).exclude(bot__settings__trailing_deviation=None)
-    if not trailing.exists():
+    if not _trailing_deals(symbol, timeframe).exists():
         return
     from bots.tasks import trail_deals
 

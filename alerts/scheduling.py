@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
+from bots.models import Deal
 from conditions.engine.timeframes import bar_open_floor, timeframe_ms
 from conditions.models import ConditionSubscription, EvaluationCursor
 
@@ -38,18 +39,34 @@ def _queued_key(symbol: str, timeframe: str, forming: bool) -> str:
 
 def active_pairs() -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
     """(pairs with anything to evaluate, pairs with per_bar alerts)."""
-    alerts = Alert.objects.filter(status=Alert.Status.ACTIVE)
-    pairs = set(alerts.values_list("symbol", "base_timeframe").distinct())
+    # order_by(): the models' default ordering (created_at) would join the
+    # DISTINCT and return a row per alert instead of one per pair.
+    alerts = set(
+        Alert.objects.filter(status=Alert.Status.ACTIVE)
+        .order_by()
+        .values_list("symbol", "base_timeframe", "fire_mode")
+        .distinct()
+    )
+    pairs = {(symbol, timeframe) for symbol, timeframe, _ in alerts}
     pairs |= set(
         ConditionSubscription.objects.filter(active=True)
+        .order_by()
         .values_list("condition__symbol", "condition__timeframe")
         .distinct()
     )
-    per_bar = set(
-        alerts.filter(fire_mode=Alert.FireMode.PER_BAR)
-        .values_list("symbol", "base_timeframe")
+    # Open deals follow their pair's closed bars (a trailing take profit needs
+    # every one), even when nothing else on the pair is subscribed any more.
+    pairs |= set(
+        Deal.objects.filter(state=Deal.State.OPEN)
+        .order_by()
+        .values_list("bot__symbol", "bot__base_timeframe")
         .distinct()
     )
+    per_bar = {
+        (symbol, timeframe)
+        for symbol, timeframe, fire_mode in alerts
+        if fire_mode == Alert.FireMode.PER_BAR
+    }
     return pairs, per_bar
 
 
@@ -63,24 +80,31 @@ def due_pairs(now_ms: int, *, poll_forming: bool = True) -> list[DuePair]:
     pairs, per_bar = active_pairs()
     if not pairs:
         return []
-    closed = {}
-    for symbol, timeframe in pairs:
-        closed[(symbol, timeframe)] = previous_open(
-            int(bar_open_floor(now_ms, timeframe)), timeframe
-        )
+    # The newest closed bar depends only on the timeframe: once per timeframe, not per pair.
+    closed = {
+        timeframe: previous_open(int(bar_open_floor(now_ms, timeframe)), timeframe)
+        for timeframe in {timeframe for _, timeframe in pairs}
+    }
     cursors = {
         (symbol, timeframe): int(last_bar.timestamp() * 1000)
         for symbol, timeframe, last_bar in EvaluationCursor.objects.values_list(
             "symbol", "timeframe", "last_bar"
         )
     }
-    queued_marks = cache.get_many([_queued_key(s, tf, False) for s, tf in pairs])
-    due = []
-    for (symbol, timeframe), bar in sorted(closed.items()):
-        evaluated = cursors.get((symbol, timeframe))
-        queued = queued_marks.get(_queued_key(symbol, timeframe, False))
-        if (evaluated is None or evaluated < bar) and queued != bar:
-            due.append(DuePair(symbol, timeframe, bar))
+    behind = [
+        (symbol, timeframe, closed[timeframe])
+        for symbol, timeframe in sorted(pairs)
+        if cursors.get((symbol, timeframe), -1) < closed[timeframe]
+    ]
+    # Only pairs behind their bar can be queued already; most ticks have none.
+    queued_marks = (
+        cache.get_many([_queued_key(s, tf, False) for s, tf, _ in behind]) if behind else {}
+    )
+    due = [
+        DuePair(symbol, timeframe, bar)
+        for symbol, timeframe, bar in behind
+        if queued_marks.get(_queued_key(symbol, timeframe, False)) != bar
+    ]
     if poll_forming:
         for symbol, timeframe in sorted(per_bar):
             due.append(

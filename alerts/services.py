@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -37,13 +38,16 @@ def alert_input(alert: Alert) -> dict:
 
 
 def normalized_alert(alert: Alert) -> NormalizedAlert:
-    """The alert's normalized playbook; kept per process until the row changes.
+    """The alert's normalized playbook, kept per process while what it is made
+    from stays the same: keyed on the content, not on updated_at, which a raw
+    update (an operator's SQL, a migration) leaves alone.
     Raises ConditionError for an alert that cannot be evaluated."""
+    source = json.dumps(alert_input(alert), sort_keys=True, default=str)
     remembered = _normalized.get(alert.pk)
-    if remembered and remembered[0] == alert.updated_at:
+    if remembered and remembered[0] == source:
         return remembered[1]
     normalized = normalize_alert(alert_input(alert))
-    _normalized[alert.pk] = (alert.updated_at, normalized)
+    _normalized[alert.pk] = (source, normalized)
     return normalized
 
 

@@ -15,14 +15,17 @@ import hmac
 import ipaddress
 import json
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from django.conf import settings
 
 SIGNATURE_HEADER = "X-Tradeeon-Signature"
 EVENT_HEADER = "X-Tradeeon-Event"
+EXCERPT_BYTES = 500
 
 
 class WebhookURLRefused(ValueError):
@@ -94,16 +97,36 @@ def post(url: str, body: bytes, secret: str, event_id: str) -> Attempt:
         SIGNATURE_HEADER: sign(secret, body),
         EVENT_HEADER: event_id,
     }
+    deadline = time.monotonic() + settings.WEBHOOK_TIMEOUT_S
     try:
+        # Streamed: the status is the answer, and a body that never ends (or
+        # trickles in byte by byte, each byte renewing the read timeout) must
+        # not hold the worker past the timeout.
         response = requests.post(
             url,
             data=body,
             headers=headers,
             timeout=settings.WEBHOOK_TIMEOUT_S,
             allow_redirects=False,
+            stream=True,
         )
     except requests.Timeout:
         return Attempt(None, "", f"no answer within {settings.WEBHOOK_TIMEOUT_S:g} s")
     except requests.RequestException as exc:
         return Attempt(None, "", f"{type(exc).__name__}: {str(exc)[:300]}")
-    return Attempt(response.status_code, response.text[:500], "")
+    with response:
+        return Attempt(response.status_code, _excerpt(response, deadline), "")
+
+
+def _excerpt(response: requests.Response, deadline: float, limit: int = EXCERPT_BYTES) -> str:
+    """The start of the answer's body, as much as arrives before the deadline."""
+    data = b""
+    try:
+        while len(data) < limit and time.monotonic() < deadline:
+            chunk = response.raw.read1(limit - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+        pass  # the status has arrived; what follows it is only kept for the record
+    return data.decode(response.encoding or "utf-8", "replace")

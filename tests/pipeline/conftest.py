@@ -46,6 +46,7 @@ FIVE_MINUTES = 5 * 60_000
 BAR_12_00 = 1516190400000
 START = BAR_12_00 + FIVE_MINUTES // 2
 
+
 def bar(offset: int) -> int:
     """Open time (ms) of the 5m bar `offset` bars after the one opening at 12:00."""
     return BAR_12_00 + offset * FIVE_MINUTES
@@ -359,6 +360,18 @@ class PipelineProcesses:
         connection per message: one test restarts Redis under it."""
         with self.broker() as broker:
             celery_app.send_task(task_name, args, kwargs, connection=broker)
+
+    def sweep_until(self, condition: Callable[[], Any], what: str, timeout: float = 30) -> None:
+        """Send the outbox sweep every 2 s (beat does every 15 s) until `condition()`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.send("alerts.tasks.sweep_outbox")
+            pause_until = min(time.monotonic() + 2, deadline)
+            while time.monotonic() < pause_until:
+                if condition():
+                    return
+                time.sleep(0.1)
+        pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{self.logs()}")
 
     def restore_unacked(self) -> None:
         """What Redis does once the visibility timeout has passed: messages taken

@@ -1,0 +1,267 @@
+"""evaluate_symbol in this process, against PostgreSQL, Redis and the Binance
+stub over HTTP: what fires, when, and what the registry records."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from alerts import evaluation
+from alerts.models import Alert, AlertTrigger, Notification
+from conditions import metrics
+from conditions.models import Condition, ConditionEvaluation, ConditionTrigger
+from conditions.services import subscribe
+from tests.factories import BotFactory, RegisteredAlertFactory, UserFactory
+from tests.pipeline.conftest import FIVE_MINUTES, bar
+
+pytestmark = pytest.mark.django_db
+
+# Long enough for the kline cache's memory of the forming candle to lapse, as
+# it has between two polls of ALERT_RUNNER_POLL_MS.
+FORMING_MEMORY_S = 0.6
+
+
+def evaluate_ethbtc(**options) -> evaluation.EvaluationReport:
+    return evaluation.evaluate_symbol("ETHBTC", "5m", **options)
+
+
+def fired_bars(alert: Alert) -> list[int]:
+    return [
+        int(opened.timestamp() * 1000)
+        for opened in alert.triggers.order_by("bar_open_time").values_list(
+            "bar_open_time", flat=True
+        )
+    ]
+
+
+def condition_of(alert: Alert) -> Condition:
+    return alert.conditions.get()
+
+
+def test_an_alert_fires_once_per_bar_however_often_its_pair_is_evaluated(
+    live, django_capture_on_commit_callbacks
+):
+    alert = RegisteredAlertFactory()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        evaluate_ethbtc()
+        evaluate_ethbtc()
+    assert fired_bars(alert) == [bar(-1)]
+
+    live.advance(FIVE_MINUTES)
+    with django_capture_on_commit_callbacks(execute=True):
+        evaluate_ethbtc()
+        evaluate_ethbtc()
+
+    assert fired_bars(alert) == [bar(-1), bar(0)]
+    notifications = Notification.objects.filter(user=alert.user)
+    assert notifications.count() == 2
+    assert all("ETHBTC 5m" in n.title for n in notifications)
+
+
+def test_a_per_bar_alert_fires_on_the_forming_bar_once_and_not_again_at_its_close(live):
+    alert = RegisteredAlertFactory(fire_mode=Alert.FireMode.PER_BAR)
+
+    evaluate_ethbtc(forming=True)
+    assert fired_bars(alert) == [bar(0)]
+    assert alert.triggers.get().snapshot["bar_closed"] is False
+
+    live.advance(60_000)
+    time.sleep(FORMING_MEMORY_S)
+    evaluate_ethbtc(forming=True)
+    assert fired_bars(alert) == [bar(0)], "a second poll of the same forming bar fired again"
+
+    live.advance(FIVE_MINUTES)
+    report = evaluate_ethbtc()
+    assert report.bars == [bar(0)]
+    assert fired_bars(alert) == [bar(0)], "the bar fired again at its close"
+
+    time.sleep(FORMING_MEMORY_S)
+    evaluate_ethbtc(forming=True)
+    assert fired_bars(alert) == [bar(0), bar(1)]
+
+
+def test_a_once_alert_fires_once_then_is_triggered_and_no_longer_evaluated(live):
+    once = RegisteredAlertFactory(fire_mode=Alert.FireMode.ONCE)
+    every_bar = RegisteredAlertFactory()
+
+    evaluate_ethbtc()
+    once.refresh_from_db()
+    assert once.status == Alert.Status.TRIGGERED
+    assert fired_bars(once) == [bar(-1)]
+
+    live.advance(3 * FIVE_MINUTES)
+    evaluate_ethbtc()
+
+    once.refresh_from_db()
+    assert once.status == Alert.Status.TRIGGERED
+    assert fired_bars(once) == [bar(-1)]
+    assert fired_bars(every_bar) == [bar(-1), bar(0), bar(1), bar(2)]
+
+
+def test_an_alert_past_its_expiry_becomes_expired_and_does_not_fire(live):
+    # expires_at is the user's deadline on the wall clock (the API checks it
+    # against timezone.now()); the stub's clock is years behind it.
+    expired = RegisteredAlertFactory(expires_at=timezone.now() - timedelta(minutes=1))
+    still_running = RegisteredAlertFactory(expires_at=timezone.now() + timedelta(days=1))
+
+    report = evaluate_ethbtc()
+
+    expired.refresh_from_db()
+    still_running.refresh_from_db()
+    assert expired.status == Alert.Status.EXPIRED
+    assert report.expired_alerts == 1
+    assert fired_bars(expired) == []
+    assert still_running.status == Alert.Status.ACTIVE
+    assert fired_bars(still_running) == [bar(-1)]
+
+
+def test_a_paused_alert_is_not_evaluated(live):
+    active = RegisteredAlertFactory()
+    paused = RegisteredAlertFactory(
+        status=Alert.Status.PAUSED,
+        condition_config={
+            "conditions": [{"type": "price", "operator": ">", "compareValue": 0.0001}]
+        },
+    )
+
+    evaluate_ethbtc()
+    live.advance(FIVE_MINUTES)
+    evaluate_ethbtc()
+
+    assert fired_bars(active) == [bar(-1), bar(0)]
+    assert fired_bars(paused) == []
+    paused.refresh_from_db()
+    assert paused.status == Alert.Status.PAUSED
+    # Its condition, used by no one else, was not even computed.
+    assert not ConditionEvaluation.objects.filter(condition=condition_of(paused)).exists()
+    assert condition_of(paused).evaluation_count == 0
+
+
+def test_a_malformed_alert_is_skipped_with_a_logged_error_and_the_others_on_its_symbol_fire(
+    live, caplog
+):
+    before = RegisteredAlertFactory()
+    unknown_indicator = RegisteredAlertFactory()
+    not_an_object = RegisteredAlertFactory()
+    after = RegisteredAlertFactory()
+    # Rows broken behind the API's back (a bad migration, a hand-edit in SQL).
+    Alert.objects.filter(pk=unknown_indicator.pk).update(
+        condition_config={"conditions": [{"indicator": "NOPE", "operator": "<", "value": 1}]}
+    )
+    Alert.objects.filter(pk=not_an_object.pk).update(condition_config="RSI < 30")
+
+    with caplog.at_level(logging.ERROR, logger="alerts.evaluation"):
+        report = evaluate_ethbtc()
+
+    assert fired_bars(before) == [bar(-1)]
+    assert fired_bars(after) == [bar(-1)]
+    assert fired_bars(unknown_indicator) == []
+    assert fired_bars(not_an_object) == []
+    assert sorted(report.skipped_alerts) == sorted([unknown_indicator.pk, not_an_object.pk])
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(f"alert {unknown_indicator.pk} " in m and "NOPE" in m for m in logged), logged
+    assert any(f"alert {not_an_object.pk} " in m for m in logged), logged
+
+
+def test_an_alert_broken_after_a_worker_evaluated_it_is_skipped_too(live):
+    alert = RegisteredAlertFactory()
+    evaluate_ethbtc()
+    Alert.objects.filter(pk=alert.pk).update(
+        condition_config={"conditions": [{"indicator": "NOPE", "operator": "<", "value": 1}]}
+    )
+    live.advance(FIVE_MINUTES)
+
+    report = evaluate_ethbtc()
+
+    assert report.skipped_alerts == [alert.pk]
+    assert fired_bars(alert) == [bar(-1)]
+
+
+def test_bars_missed_while_nothing_ran_are_caught_up_but_only_the_last_few(live):
+    alert = RegisteredAlertFactory()
+    evaluate_ethbtc()
+
+    # 20 bars close while no worker runs: the 12 most recent are caught up.
+    live.advance(20 * FIVE_MINUTES)
+    report = evaluate_ethbtc()
+
+    caught_up = [bar(i) for i in range(20 - evaluation.MAX_CATCHUP_BARS, 20)]
+    assert evaluation.MAX_CATCHUP_BARS == 12
+    assert report.bars == caught_up
+    assert fired_bars(alert) == [bar(-1), *caught_up]
+
+    live.advance(3 * FIVE_MINUTES)
+    report = evaluate_ethbtc()
+    assert report.bars == [bar(20), bar(21), bar(22)]
+    assert fired_bars(alert)[-3:] == [bar(20), bar(21), bar(22)]
+    assert len(fired_bars(alert)) == 1 + 12 + 3
+
+
+def test_a_condition_trigger_carries_how_many_alerts_and_bots_subscribe_to_it(live):
+    alice = RegisteredAlertFactory(user=UserFactory(username="alice"))
+    RegisteredAlertFactory(user=UserFactory(username="bob"))
+    RegisteredAlertFactory(user=UserFactory(username="carol"), status=Alert.Status.PAUSED)
+    lonely = RegisteredAlertFactory(
+        condition_config={"conditions": [{"type": "price", "operator": ">", "compareValue": 1e-6}]}
+    )
+    shared = condition_of(alice)
+    bot = BotFactory()
+    subscribe(user=bot.user, bot=bot, condition=shared, bot_type="dca")
+
+    evaluate_ethbtc()
+
+    assert ConditionTrigger.objects.get(condition=shared).subscribers_count == 3  # 2 alerts + 1 bot
+    assert ConditionTrigger.objects.get(condition=condition_of(lonely)).subscribers_count == 1
+
+
+def test_each_condition_is_evaluated_once_per_bar_into_the_cache_and_counted_in_the_registry(
+    live,
+):
+    first = RegisteredAlertFactory()
+    RegisteredAlertFactory()  # the same condition: evaluated once for both
+    rsi = RegisteredAlertFactory(
+        condition_config={"conditions": [{"indicator": "RSI", "operator": "<", "value": 101}]}
+    )
+
+    evaluate_ethbtc()
+    live.advance(4 * FIVE_MINUTES)  # four bars close before the next evaluation
+    evaluate_ethbtc()
+
+    bars = [bar(i) for i in range(-1, 4)]
+    for condition in (condition_of(first), condition_of(rsi)):
+        rows = ConditionEvaluation.objects.filter(condition=condition).order_by("candle_time")
+        assert [int(r.candle_time.timestamp() * 1000) for r in rows] == bars
+        assert all(r.indicator_values["fired"] is True for r in rows)
+        assert all(r.indicator_values["left"] is not None for r in rows)
+        condition.refresh_from_db()
+        triggers = ConditionTrigger.objects.filter(condition=condition).count()
+        assert triggers == len(bars)
+        assert condition.evaluation_count == len(bars)
+        assert condition.trigger_count == triggers
+        assert condition.last_evaluated_at is not None
+        assert condition.last_triggered_at is not None
+
+    seen = metrics.snapshot()
+    assert "ETHBTC:5m" in seen["evaluation_ms_per_pair"]
+    assert seen["active_alerts"] == 3
+    assert seen["conditions_in_use"] == 2
+
+
+def test_alert_trigger_rows_keep_what_the_condition_saw(live):
+    rsi = RegisteredAlertFactory(
+        condition_config={"conditions": [{"indicator": "RSI", "operator": "<", "value": 101}]}
+    )
+
+    evaluate_ethbtc()
+
+    trigger = AlertTrigger.objects.get(alert=rsi)
+    values = trigger.snapshot["values"][condition_of(rsi).pk]
+    assert 0 <= values["left"] <= 100
+    assert values["right"] == 101
+    assert trigger.snapshot["bar_closed"] is True
+    assert trigger.snapshot["close"] > 0
