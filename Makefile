@@ -25,6 +25,7 @@ help:
 	@echo "make test    install what is needed and run the whole suite (PostgreSQL + Redis)"
 	@echo "make web | worker | beat    run one production process locally"
 	@echo "make lint    ruff check and format check"
+	@echo "make bench   shared evaluation against one evaluation per alert (PostgreSQL + Redis)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	@if [ ! -x $(PY) ]; then \
@@ -46,6 +47,16 @@ test: venv
 
 demo: venv
 	$(PY) manage.py demo
+
+# The benchmark makes (and drops) scratch databases of its own next to this one.
+BENCH_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/tradeeon_bench_$(CHECKOUT_ID) \
+	REDIS_URL=redis://127.0.0.1:6379/0 CACHE_KEY_PREFIX=b$(CHECKOUT_ID) \
+	CELERY_BROKER_URL=redis://127.0.0.1:6379/0 CELERY_REDIS_KEY_PREFIX=b$(CHECKOUT_ID): \
+	TRADEEON_VAR_DIR=$(CURDIR)/var/bench
+
+bench: venv
+	@scripts/ensure_services.sh
+	$(BENCH_ENV) $(PY) manage.py bench $(BENCH_ARGS)
 
 migrate: venv
 	$(PY) manage.py migrate
