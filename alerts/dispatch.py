@@ -31,17 +31,17 @@ WEBHOOK_SWEEP_WINDOW = timedelta(hours=6)
 
 
 def send_outbox(message_ids: list[int]) -> None:
-    """Queue the messages (called after the commit that wrote them)."""
-    from .tasks import process_outbox
+    """Queue the messages (called after the commit that wrote them): one task
+    for what one evaluation produced, each message still done on its own."""
+    from .tasks import process_outbox_batch
 
     OutboxMessage.objects.filter(pk__in=message_ids, sent_at__isnull=True).update(
         sent_at=timezone.now()
     )
-    for message_id in message_ids:
-        try:
-            process_outbox.delay(message_id)
-        except Exception:  # broker down: the sweeper will send it
-            logger.exception("outbox message %s not queued; the sweeper will retry", message_id)
+    try:
+        process_outbox_batch.delay(list(message_ids))
+    except Exception:  # broker down: the sweeper will send them
+        logger.exception("%d outbox message(s) not queued; the sweeper will retry", len(message_ids))
 
 
 def sweep_outbox() -> int:
