@@ -41,7 +41,9 @@ def send_outbox(message_ids: list[int]) -> None:
     try:
         process_outbox_batch.delay(list(message_ids))
     except Exception:  # broker down: the sweeper will send them
-        logger.exception("%d outbox message(s) not queued; the sweeper will retry", len(message_ids))
+        logger.exception(
+            "%d outbox message(s) not queued; the sweeper will retry", len(message_ids)
+        )
 
 
 def sweep_outbox() -> int:
