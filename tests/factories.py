@@ -78,6 +78,26 @@ class ExchangeAccountFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"paper {n}")
 
 
+# DCA settings (BOTS.md) that validate; tests override what they are about.
+DCA_SETTINGS = {
+    "entry": {"mode": "asap"},
+    "base_order_size": "0.01",
+    "safety_order_size": "0.005",
+    "max_safety_orders": 2,
+    "active_safety_orders": 1,
+    "price_deviation": 1.0,
+    "step_scale": 1.0,
+    "volume_scale": 1.0,
+    "take_profit": 1.0,
+    "take_profit_type": "average",
+    "trailing_deviation": None,
+    "stop_loss": None,
+    "cooldown": 0,
+    "max_active_deals": 1,
+    "safety_mode": "triggered",
+}
+
+
 class BotFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Bot

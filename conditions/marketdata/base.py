@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from conditions.engine.timeframes import next_bar_open
-from conditions.marketdata.symbols import SymbolFilters
+from conditions.marketdata.symbols import SymbolFilters, symbol_filters_from_exchange_info
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,16 @@ class MarketDataSource(Protocol):
         limit: int = 1000,
         end_ms: int | None = None,
     ) -> pd.DataFrame: ...
+
+
+class FiltersFromExchangeInfo:
+    """symbol_filters for a source that has exchange_info: one implementation."""
+
+    def symbol_filters(self, symbol: str) -> SymbolFilters:
+        try:
+            return symbol_filters_from_exchange_info(self.exchange_info(), symbol)
+        except KeyError:
+            raise UnknownSymbol(symbol) from None
 
 
 def drop_forming(candles: pd.DataFrame, timeframe: str, server_time_ms: int) -> pd.DataFrame:

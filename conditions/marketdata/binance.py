@@ -41,6 +41,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from conditions.engine.candles import frame_from_rows
 from conditions.engine.timeframes import normalize_timeframe
 from conditions.marketdata.base import (
+    FiltersFromExchangeInfo,
     ForeignHostRefused,
     InvalidMarketRequest,
     MarketDataUnavailable,
@@ -49,7 +50,6 @@ from conditions.marketdata.base import (
     UnknownSymbol,
     drop_forming,
 )
-from conditions.marketdata.symbols import SymbolFilters, symbol_filters_from_exchange_info
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def bound_client(
     return client
 
 
-class BinanceSource:
+class BinanceSource(FiltersFromExchangeInfo):
     """Binance market data (or the stub's) as candle frames."""
 
     def __init__(
@@ -217,12 +217,6 @@ class BinanceSource:
         with self._exchange_info_lock:
             self._exchange_info = (time.monotonic(), info)
         return info
-
-    def symbol_filters(self, symbol: str) -> SymbolFilters:
-        try:
-            return symbol_filters_from_exchange_info(self.exchange_info(), symbol)
-        except KeyError:
-            raise UnknownSymbol(symbol) from None
 
     def klines(
         self,

@@ -53,6 +53,7 @@ from conditions.engine.timeframes import (
     timeframe_ms,
 )
 from conditions.marketdata.base import (
+    FiltersFromExchangeInfo,
     InvalidMarketRequest,
     UnknownInterval,
     UnknownSymbol,
@@ -60,9 +61,7 @@ from conditions.marketdata.base import (
 )
 from conditions.marketdata.symbols import (
     PRICE_DECIMALS,
-    SymbolFilters,
     guessed_symbol_info,
-    symbol_filters_from_exchange_info,
 )
 
 logger = logging.getLogger(__name__)
@@ -423,7 +422,7 @@ def _page_size(limit: int) -> int:
     return max(1, min(int(limit), MAX_KLINES_LIMIT))
 
 
-class ReplaySource:
+class ReplaySource(FiltersFromExchangeInfo):
     """Candle files behind a `Clock`, with the public methods of `BinanceSource`.
 
     For the demo and tests: the same selection and forming-candle rules as the
@@ -451,12 +450,6 @@ class ReplaySource:
 
     def exchange_info(self) -> dict[str, Any]:
         return self.market.exchange_info(self.clock.now_ms())
-
-    def symbol_filters(self, symbol: str) -> SymbolFilters:
-        try:
-            return symbol_filters_from_exchange_info(self.exchange_info(), symbol)
-        except KeyError:
-            raise UnknownSymbol(symbol) from None
 
     def klines(
         self,

@@ -19,7 +19,7 @@ from conditions.marketdata.replay import as_epoch_ms
 from conditions.marketdata.stub import run_stub
 from conditions.models import ConditionSubscription
 from tests.conftest import KLINES_DIR
-from tests.factories import BotFactory, ExchangeAccountFactory
+from tests.factories import DCA_SETTINGS, BotFactory, ExchangeAccountFactory
 
 START = "2018-01-15T00:00:00Z"
 STORED = Decimal("1e-18")  # money columns keep 18 decimal places
@@ -30,21 +30,11 @@ def stored(value: Decimal) -> Decimal:
 
 
 SETTINGS = {
-    "entry": {"mode": "asap"},
-    "base_order_size": "0.01",
-    "safety_order_size": "0.005",
+    **DCA_SETTINGS,
     "max_safety_orders": 3,
-    "active_safety_orders": 1,
-    "price_deviation": 1.0,
     "step_scale": 1.5,
     "volume_scale": 1.2,
-    "take_profit": 1.0,
-    "take_profit_type": "average",
-    "trailing_deviation": None,
-    "stop_loss": None,
     "cooldown": 600,
-    "max_active_deals": 1,
-    "safety_mode": "triggered",
 }
 
 

@@ -14,25 +14,9 @@ from bots import deals, orders
 from bots.models import Order
 from conditions.marketdata.stub import run_stub
 from tests.conftest import KLINES_DIR
-from tests.factories import BotFactory, ExchangeAccountFactory
+from tests.factories import DCA_SETTINGS, BotFactory, ExchangeAccountFactory
 
-SETTINGS = {
-    "entry": {"mode": "asap"},
-    "base_order_size": "0.01",
-    "safety_order_size": "0.005",
-    "max_safety_orders": 2,
-    "active_safety_orders": 1,
-    "price_deviation": 1.0,
-    "step_scale": 1.0,
-    "volume_scale": 1.0,
-    "take_profit": 1.0,
-    "take_profit_type": "average",
-    "trailing_deviation": None,
-    "stop_loss": None,
-    "cooldown": 0,
-    "max_active_deals": 1,
-    "safety_mode": "triggered",
-}
+SETTINGS = {**DCA_SETTINGS}
 RECV_WINDOW_MS = 1000
 
 

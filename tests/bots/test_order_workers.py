@@ -13,7 +13,7 @@ from bots import deals
 from bots.models import Deal, Order
 from bots.services import subscribe_entry
 from conditions.models import ConditionSubscription, ConditionTrigger
-from tests.factories import BotFactory, ExchangeAccountFactory
+from tests.factories import DCA_SETTINGS, BotFactory, ExchangeAccountFactory
 from tests.pipeline.conftest import BAR_12_00, wait_until
 
 pytestmark = pytest.mark.worker
@@ -22,23 +22,7 @@ RSI_ENTRY = {
     "mode": "simple",
     "conditions": [{"indicator": "RSI", "operator": "<", "compareValue": 30}],
 }
-SETTINGS = {
-    "entry": {"mode": "asap"},
-    "base_order_size": "0.01",
-    "safety_order_size": "0.005",
-    "max_safety_orders": 2,
-    "active_safety_orders": 1,
-    "price_deviation": 1.0,
-    "step_scale": 1.0,
-    "volume_scale": 1.0,
-    "take_profit": 1.0,
-    "take_profit_type": "average",
-    "trailing_deviation": None,
-    "stop_loss": None,
-    "cooldown": 0,
-    "max_active_deals": 3,
-    "safety_mode": "triggered",
-}
+SETTINGS = {**DCA_SETTINGS, "max_active_deals": 3}
 
 
 def binance_bot(**settings):
