@@ -117,6 +117,9 @@ class BotViewSet(viewsets.ModelViewSet):
             base_timeframe=values["base_timeframe"],
             settings=values["settings"],
         )
+        # Its entry conditions join the registry at once: identical entries of
+        # other users' bots are one evaluation. A stopped bot's trigger opens nothing.
+        services.subscribe_entry(serializer.instance)
 
     def perform_update(self, serializer: BotSerializer) -> None:
         values = serializer.validated_data

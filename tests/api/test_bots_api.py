@@ -363,3 +363,18 @@ def test_an_exchange_account_is_renamed_its_keys_replaced_and_deleted(client, us
     assert renamed.json()["name"] == "live 2"
     assert ExchangeAccount.objects.filter(user=user).count() == 0
     assert deleted.status_code == 204
+
+
+def test_creating_bots_registers_their_entry_once_and_subscribes_each(client, user):
+    # given two bots (of two users) entering on the same condition, written differently
+    create(client, DCA)
+    other = BotFactory(symbol="ETHBTC", base_timeframe="15m")
+    client.force_authenticate(other.user)
+    spelled_otherwise = {
+        "conditions": [{"indicator": "rsi", "operator": "below", "value": 30.0, "period": 14}]
+    }
+    create(client, {**DCA, "entry": spelled_otherwise})
+    # then the registry holds one condition with both bots subscribed
+    subscriptions = ConditionSubscription.objects.filter(active=True, bot_config__role="entry")
+    assert subscriptions.count() == 2
+    assert subscriptions.values("condition_id").distinct().count() == 1
