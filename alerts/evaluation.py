@@ -9,6 +9,7 @@ changes, and outbox rows. Dispatch is queued only after that commit.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -19,18 +20,21 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+import psycopg
 from django.conf import settings
 from django.core.cache import caches
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import F, JSONField, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from conditions.bulk import insert_new
 from conditions.engine.errors import ConditionError
+from conditions.engine.live import PairEvaluation, PairEvaluator
 from conditions.engine.normalize import condition_id as make_condition_id
 from conditions.engine.normalize import normalize_condition
 from conditions.engine.plan import EvaluationPlan, PlanResult
-from conditions.engine.playbook import alert_signal, should_fire
+from conditions.engine.playbook import NormalizedAlert, alert_signal, normalize_alert, should_fire
 from conditions.marketdata.binance import BinanceSource
 from conditions.marketdata.cache import KlineCache
 from conditions.metrics import record_evaluation
@@ -44,7 +48,6 @@ from conditions.models import (
 from conditions.services import register_canonical, subscriber_counts
 
 from .models import Alert, AlertTrigger, OutboxMessage
-from .services import normalized_alert
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,26 @@ class EvaluationReport:
     expired_alerts: int = 0
     outbox_ids: list[int] = field(default_factory=list)
     duration_ms: float = 0.0
+    # Where duration_ms went: candles, indicators, conditions, playbooks,
+    # and database (the queries, the writes and everything else).
+    phases_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _AlertRow:
+    """What evaluation needs of an alert's row besides its playbook."""
+
+    pk: int
+    fire_mode: str
+    last_fired_bar: datetime | None
+
+
+# What a worker process keeps between evaluations, only ever as a cache: per
+# pair, its compiled plan and alert batch; per alert, its playbook keyed on
+# the stored content it was made from (as alerts.services.normalized_alert
+# keys it, here on the database's own text of it: no parsing per bar).
+_evaluators: dict[tuple[str, str, bool], PairEvaluator] = {}
+_playbooks: dict[int, tuple[tuple[str, str], NormalizedAlert]] = {}
 
 
 def evaluate_symbol(
@@ -88,9 +111,11 @@ def evaluate_symbol(
     now_ms: int | None = None,
     forming: bool = False,
     source: KlineCache | None = None,
+    dispatch: bool = True,
 ) -> EvaluationReport:
     """Evaluate the pair's closed bars not evaluated yet (or, with `forming`,
-    the per_bar alerts on the bar still forming)."""
+    the per_bar alerts on the bar still forming). Without `dispatch`, the
+    outbox rows are written but not queued: the sweeper sends them."""
     started = time.perf_counter()
     source = source or market()
     report = EvaluationReport(symbol, timeframe)
@@ -106,18 +131,7 @@ def evaluate_symbol(
         expires_at__lte=now,
     ).update(status=Alert.Status.EXPIRED, updated_at=now)
 
-    alerts = Alert.objects.filter(
-        symbol=symbol, base_timeframe=timeframe, status=Alert.Status.ACTIVE
-    )
-    if forming:
-        alerts = alerts.filter(fire_mode=Alert.FireMode.PER_BAR)
-    playbooks = {}
-    for alert in alerts:
-        try:
-            playbooks[alert.pk] = (alert, normalized_alert(alert))
-        except ConditionError as exc:
-            logger.error("alert %s on %s %s skipped: %s", alert.pk, symbol, timeframe, exc)
-            report.skipped_alerts.append(alert.pk)
+    playbooks = _active_playbooks(symbol, timeframe, forming, report)
 
     canonicals = {} if forming else _subscribed_conditions(symbol, timeframe)
     for _, playbook in playbooks.values():
@@ -126,6 +140,7 @@ def evaluate_symbol(
     if not canonicals and (forming or not _trailing_deals(symbol, timeframe).exists()):
         return report
 
+    fetching = time.perf_counter()
     timeframes = {timeframe} | {c["timeframe"] for c in canonicals.values()}
     candles = {tf: source.closed_candles(symbol, tf, now_ms, HISTORY_BARS) for tf in timeframes}
     if forming:
@@ -136,24 +151,30 @@ def evaluate_symbol(
     base_open = candles[timeframe]["open_time"].to_numpy(dtype=np.int64)
     if len(base_open) == 0:
         return report
+    candles_s = time.perf_counter() - fetching
 
-    result = _run_plan(canonicals, candles, timeframe, playbooks, report)
     bars = _bars_to_evaluate(symbol, timeframe, base_open, forming)
+    evaluation = _evaluate_pair(
+        symbol, timeframe, forming, canonicals, playbooks, candles, bars, report
+    )
+    result = evaluation.result
     report.bars = [int(base_open[i]) for i in bars]
     report.conditions = len(result.series)
     report.indicator_computations = result.stats.indicator_computations
 
     with transaction.atomic():
         if not forming:
-            _record_conditions(symbol, timeframe, canonicals, result, bars, now, report)
-        _fire_alerts(playbooks, result, candles[timeframe], bars, forming, now, report)
+            _record_conditions(symbol, timeframe, canonicals, evaluation, bars, now, report)
+        deciding_s = _fire_alerts(
+            playbooks, evaluation, candles[timeframe], bars, forming, now, report
+        )
         if not forming and bars:
             EvaluationCursor.objects.update_or_create(
                 symbol=symbol,
                 timeframe=timeframe,
                 defaults={"last_bar": ms_to_datetime(int(base_open[bars[-1]]))},
             )
-        if report.outbox_ids:
+        if report.outbox_ids and dispatch:
             from .dispatch import send_outbox
 
             ids = list(report.outbox_ids)
@@ -161,8 +182,56 @@ def evaluate_symbol(
     if not forming and bars:
         _hand_bars_to_trailing_deals(symbol, timeframe, candles[timeframe], bars)
     report.duration_ms = (time.perf_counter() - started) * 1000
+    stats = result.stats
+    engine_ms = {
+        "candles": candles_s * 1000,
+        "indicators": stats.indicator_seconds * 1000,
+        "conditions": stats.condition_seconds * 1000,
+        "playbooks": (evaluation.playbook_seconds + deciding_s) * 1000,
+    }
+    report.phases_ms = {**engine_ms, "database": report.duration_ms - sum(engine_ms.values())}
     record_evaluation(symbol, timeframe, report)
     return report
+
+
+def _active_playbooks(
+    symbol: str, timeframe: str, forming: bool, report: EvaluationReport
+) -> dict[int, tuple[_AlertRow, NormalizedAlert]]:
+    """The pair's active alerts (per_bar ones only, with `forming`) and their
+    playbooks. An alert whose stored content is what its remembered playbook
+    was made from is not parsed again; an alert that cannot be evaluated is
+    skipped and reported."""
+    alerts = Alert.objects.filter(
+        symbol=symbol, base_timeframe=timeframe, status=Alert.Status.ACTIVE
+    )
+    if forming:
+        alerts = alerts.filter(fire_mode=Alert.FireMode.PER_BAR)
+    rows = alerts.annotate(stored_config=Cast("condition_config", TextField())).values_list(
+        "pk", "fire_mode", "last_fired_bar", "stored_config"
+    )
+    playbooks = {}
+    for pk, fire_mode, last_fired_bar, stored_config in rows:
+        content = (fire_mode, stored_config)
+        remembered = _playbooks.get(pk)
+        if remembered is not None and remembered[0] == content:
+            playbook = remembered[1]
+        else:
+            # What alert_input gives normalized_alert, without building a model.
+            raw = {
+                "symbol": symbol,
+                "base_timeframe": timeframe,
+                "conditionConfig": json.loads(stored_config),
+                "fireMode": fire_mode,
+            }
+            try:
+                playbook = normalize_alert(raw)
+            except ConditionError as exc:
+                logger.error("alert %s on %s %s skipped: %s", pk, symbol, timeframe, exc)
+                report.skipped_alerts.append(pk)
+                continue
+            _playbooks[pk] = (content, playbook)
+        playbooks[pk] = (_AlertRow(pk, fire_mode, last_fired_bar), playbook)
+    return playbooks
 
 
 def _trailing_deals(symbol: str, timeframe: str):
@@ -212,37 +281,50 @@ def _subscribed_conditions(symbol: str, timeframe: str) -> dict[str, dict]:
     return canonicals
 
 
-def _run_plan(
-    canonicals: dict, candles: dict, timeframe: str, playbooks: dict, report: EvaluationReport
-) -> PlanResult:
-    """One plan for the whole pair. Should it fail, each alert gets its own plan
-    so that one bad alert cannot stop the others on its symbol."""
+def _evaluate_pair(
+    symbol: str,
+    timeframe: str,
+    forming: bool,
+    canonicals: dict,
+    playbooks: dict,
+    candles: dict,
+    bars: list[int],
+    report: EvaluationReport,
+) -> PairEvaluation:
+    """One plan for the whole pair, kept by the process from one bar to the
+    next. Should it fail, each alert gets its own plan so that one bad alert
+    cannot stop the others on its symbol."""
+    key = (symbol, timeframe, forming)
+    alerts = [((pk, _playbooks[pk][0]), playbook) for pk, (_, playbook) in playbooks.items()]
     try:
-        return EvaluationPlan(canonicals.values()).run(candles, timeframe)
+        evaluator = _evaluators.setdefault(key, PairEvaluator())
+        return evaluator.evaluate(canonicals, alerts, candles, timeframe, len(bars))
     except Exception:
+        _evaluators.pop(key, None)
         logger.exception(
-            "shared plan failed on %s %s; evaluating alerts one by one",
-            next(iter(canonicals.values()))["symbol"],
-            timeframe,
+            "shared plan failed on %s %s; evaluating alerts one by one", symbol, timeframe
         )
-    merged = None
-    for alert_id, (_alert, playbook) in list(playbooks.items()):
+    series: dict = {}
+    holds, kept = [], []
+    base_open = candles[timeframe]["open_time"].to_numpy(dtype=np.int64)
+    indicator_computations = 0
+    for alert_id, (_row, playbook) in list(playbooks.items()):
         try:
             part = EvaluationPlan(step.canonical for step in playbook.steps).run(candles, timeframe)
+            signal = alert_signal(playbook, {cid: s.fired for cid, s in part.series.items()})
         except Exception:
             logger.exception("alert %s skipped: its conditions cannot be evaluated", alert_id)
             report.skipped_alerts.append(alert_id)
             del playbooks[alert_id]
             continue
-        if merged is None:
-            merged = part
-        else:
-            merged.series.update(part.series)
-            merged.stats.indicator_computations += part.stats.indicator_computations
-    if merged is None:
-        base = candles[timeframe]["open_time"].to_numpy(dtype=np.int64)
-        merged = PlanResult(base_open_time=base, series={})
-    return merged
+        series.update(part.series.items())
+        indicator_computations += part.stats.indicator_computations
+        holds.append(signal[len(signal) - len(bars) :])
+        kept.append((alert_id, _playbooks[alert_id][0]))
+    result = PlanResult(base_open_time=base_open, series=series)
+    result.stats.indicator_computations = indicator_computations
+    matrix = np.array(holds, dtype=bool).reshape(len(holds), len(bars))
+    return PairEvaluation(result, kept, matrix, playbook_seconds=0.0)
 
 
 def _bars_to_evaluate(
@@ -266,36 +348,40 @@ def _record_conditions(
     symbol: str,
     timeframe: str,
     canonicals: dict,
-    result: PlanResult,
+    evaluation: PairEvaluation,
     bars: list[int],
     now: datetime,
     report: EvaluationReport,
 ) -> None:
     if not bars:
         return
-    known = set(Condition.objects.filter(pk__in=list(canonicals)).values_list("pk", flat=True))
-    for cid in canonicals.keys() - known:
-        register_canonical(canonicals[cid])
-    ids = list(result.series)
-    Condition.objects.filter(pk__in=ids).update(
-        last_evaluated_at=now, evaluation_count=F("evaluation_count") + len(bars)
-    )
+    result = evaluation.result
+    all_series = list(result.series.items())
+    evaluated = [cid for cid, _ in all_series]
+    known = _count_evaluations(evaluated, len(bars), now)
+    unknown = canonicals.keys() - known
+    if unknown:
+        for cid in unknown:
+            register_canonical(canonicals[cid])
+        Condition.objects.filter(pk__in=[cid for cid in evaluated if cid in unknown]).update(
+            last_evaluated_at=now, evaluation_count=F("evaluation_count") + len(bars)
+        )
 
     evaluations, triggers = [], []
-    for bar in bars:
+    for position in range(len(bars)):
+        bar = evaluation.series_index(position)
         candle_time = ms_to_datetime(int(result.base_open_time[bar]))
-        for cid in ids:
-            series = result.series[cid]
+        for cid, series in all_series:
             values = series.values_at(bar)
             evaluations.append(
-                ConditionEvaluation(
-                    condition_id=cid,
-                    symbol=symbol,
-                    timeframe=timeframe,
-                    candle_time=candle_time,
-                    indicator_values={**values, "fired": bool(series.fired[bar])},
-                    evaluated_at=now,
-                )
+                {
+                    "condition_id": cid,
+                    "symbol": symbol,
+                    "timeframe": timeframe,
+                    "candle_time": candle_time,
+                    "indicator_values": {**values, "fired": bool(series.fired[bar])},
+                    "evaluated_at": now,
+                }
             )
             if series.fired[bar]:
                 triggers.append(
@@ -309,13 +395,13 @@ def _record_conditions(
                         "processed": False,
                     }
                 )
-    ConditionEvaluation.objects.bulk_create(evaluations, batch_size=1000, ignore_conflicts=True)
+    _insert_rows(ConditionEvaluation, evaluations, ["condition", "candle_time"])
     if not triggers:
         return
     counts = subscriber_counts({row["condition_id"] for row in triggers})
     for row in triggers:
         row["subscribers_count"] = counts.get(row["condition_id"], 0)
-    inserted = insert_new(
+    inserted = _insert_rows(
         ConditionTrigger, triggers, ["condition", "candle_time"], returning=("id", "condition")
     )
     report.condition_triggers = len(inserted)
@@ -344,31 +430,96 @@ def _record_conditions(
     )
 
 
+def _insert_rows(
+    model, rows: list[dict], conflict: list[str], returning: tuple[str, ...] = ()
+) -> list[tuple]:
+    """insert_new; on PostgreSQL, as one array per column in one statement,
+    the cheapest way to send it the thousands of rows a cycle writes."""
+    if not rows:
+        return []
+    if connection.vendor != "postgresql":
+        return insert_new(model, rows, conflict, returning or conflict[:1], 1000)
+    meta = model._meta
+    fields = [meta.get_field(name) for name in rows[0]]
+    arrays = []
+    for name, model_field in zip(rows[0], fields, strict=True):
+        values = [row[name] for row in rows]
+        if isinstance(model_field, JSONField):
+            values = [json.dumps(value) for value in values]
+        arrays.append(values)
+    columns = ", ".join(model_field.column for model_field in fields)
+    casts = ", ".join(f"%b::{model_field.db_type(connection)}[]" for model_field in fields)
+    keys = ", ".join(meta.get_field(name).column for name in conflict)
+    back = ", ".join(meta.get_field(name).column for name in returning)
+    # Only names from the model's metadata are interpolated; values are
+    # parameters (%b: sent in binary).
+    sql = (
+        f"INSERT INTO {meta.db_table} ({columns}) SELECT * FROM unnest({casts}) "  # noqa: S608
+        f"ON CONFLICT ({keys}) DO NOTHING" + (f" RETURNING {back}" if back else "")
+    )
+    with _binary_cursor() as cursor:
+        cursor.execute(sql, arrays)
+        return cursor.fetchall() if back else []
+
+
+def _binary_cursor():
+    """A cursor of the same connection (and transaction) that sends its
+    parameters apart from the statement, in binary: Django's own renders
+    every array element into the SQL text, which costs more than the
+    statement for the tens of thousands of values a cycle writes."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def _count_evaluations(ids: list[str], bars: int, now: datetime) -> set[str]:
+    """Advance the registry counters of the conditions evaluated; the ids of
+    those the registry holds (on PostgreSQL, what the update itself returns)."""
+    if connection.vendor != "postgresql":
+        known = set(Condition.objects.filter(pk__in=ids).values_list("pk", flat=True))
+        Condition.objects.filter(pk__in=known).update(
+            last_evaluated_at=now, evaluation_count=F("evaluation_count") + bars
+        )
+        return known
+    with _binary_cursor() as cursor:
+        # Names from the model's metadata only; values are parameters.
+        cursor.execute(
+            f"UPDATE {Condition._meta.db_table} SET last_evaluated_at = %s, "  # noqa: S608
+            "evaluation_count = evaluation_count + %s WHERE condition_id = ANY(%b) "
+            "RETURNING condition_id",
+            [now, bars, ids],
+        )
+        return {cid for (cid,) in cursor.fetchall()}
+
+
 def _fire_alerts(
     playbooks: dict,
-    result: PlanResult,
+    evaluation: PairEvaluation,
     base: pd.DataFrame,
     bars: Iterable[int],
     forming: bool,
     now: datetime,
     report: EvaluationReport,
-) -> None:
-    raw = {cid: series.fired for cid, series in result.series.items()}
+) -> float:
+    """Write the triggers of the alerts that fire; the seconds spent deciding
+    which do (the rest is writing)."""
+    started = time.perf_counter()
+    result = evaluation.result
     closes = base["close"].to_numpy()
     last_bar = len(base) - 1
+    bars = list(bars)
     rows, once_alerts, fired_bars = [], [], {}
-    for alert_id, (alert, playbook) in playbooks.items():
-        try:
-            signal = alert_signal(playbook, raw)
-        except KeyError:
-            continue  # its conditions were dropped with a failed plan
+    # An alert that holds at none of the bars cannot fire at any of them.
+    for position in np.flatnonzero(evaluation.holds.any(axis=1)):
+        alert_id, _ = evaluation.alert_keys[position]
+        alert, playbook = playbooks[alert_id]
         last_fired = int(alert.last_fired_bar.timestamp() * 1000) if alert.last_fired_bar else None
-        for bar in bars:
-            bar_open = int(result.base_open_time[bar])
+        for offset, bar in enumerate(bars):
+            index = evaluation.series_index(offset)
+            bar_open = int(result.base_open_time[index])
             closed = not (forming and bar == last_bar)
             if not should_fire(
                 alert.fire_mode,
-                holds=bool(signal[bar]),
+                holds=bool(evaluation.holds[position, offset]),
                 bar_closed=closed,
                 bar_open_ms=bar_open,
                 last_fired_bar_ms=last_fired,
@@ -378,7 +529,7 @@ def _fire_alerts(
                 "close": float(closes[bar]),
                 "bar_closed": closed,
                 "values": {
-                    cid: result.series[cid].values_at(bar) for cid in playbook.condition_ids
+                    cid: result.series[cid].values_at(index) for cid in playbook.condition_ids
                 },
             }
             rows.append(
@@ -394,12 +545,19 @@ def _fire_alerts(
             if alert.fire_mode == Alert.FireMode.ONCE:
                 once_alerts.append(alert_id)
                 break
+    deciding_s = time.perf_counter() - started
     if not rows:
-        return
-    inserted = insert_new(AlertTrigger, rows, ["alert", "bar_open_time"], returning=("id", "alert"))
+        return deciding_s
+    inserted = _insert_rows(
+        AlertTrigger, rows, ["alert", "bar_open_time"], returning=("id", "alert")
+    )
     report.alert_triggers = len(inserted)
+    # One update per bar fired at (usually one), not one per alert.
+    by_bar: dict[int, list[int]] = {}
     for alert_id, bar_open in fired_bars.items():
-        Alert.objects.filter(pk=alert_id).update(last_fired_bar=ms_to_datetime(bar_open))
+        by_bar.setdefault(bar_open, []).append(alert_id)
+    for bar_open, alert_ids in by_bar.items():
+        Alert.objects.filter(pk__in=alert_ids).update(last_fired_bar=ms_to_datetime(bar_open))
     if once_alerts:
         Alert.objects.filter(pk__in=once_alerts, status=Alert.Status.ACTIVE).update(
             status=Alert.Status.TRIGGERED, updated_at=now
@@ -411,6 +569,7 @@ def _fire_alerts(
             for tid, _ in inserted
         ],
     )
+    return deciding_s
 
 
 def _add_outbox(report: EvaluationReport, messages: list[tuple[str, str, dict]]) -> None:
@@ -427,4 +586,5 @@ def _add_outbox(report: EvaluationReport, messages: list[tuple[str, str, dict]])
         }
         for topic, key, payload in messages
     ]
-    report.outbox_ids.extend(row_id for (row_id,) in insert_new(OutboxMessage, rows, ["key"]))
+    inserted = _insert_rows(OutboxMessage, rows, ["key"], returning=("id",))
+    report.outbox_ids.extend(row_id for (row_id,) in inserted)

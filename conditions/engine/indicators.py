@@ -5,9 +5,13 @@ TradingView's, and never depends on whether TA-Lib is importable: pandas-ta
 is only ever called with ``talib=False``.
 
 pandas-ta's sma computes the SMA indicator, the BBANDS middle band and the
-STOCH smoothing: there its result is the reference. Where pandas-ta 0.4.71b0
-departs from the reference, or costs too much per call for the evaluation
-loop, the indicator is assembled here from numpy and a few compiled loops:
+STOCH smoothing: there its result is the reference, reproduced here bit for
+bit without pandas-ta's ~0.5 ms of validation per call (its compiled
+``nb_sma`` as numba builds it without SciPy: each window's dot product
+summed in order; a test compares the two on every length). Where pandas-ta
+0.4.71b0 departs from the reference, or costs too much per call for the
+evaluation loop, the indicator is computed by a compiled loop of its own
+(conditions.engine.indicator_loops), one call per indicator:
 
 - RSI and ATR: Wilder smoothing seeded with the simple average of the first
   ``length`` changes (true ranges), the first value at bar ``length``;
@@ -30,28 +34,33 @@ loop, the indicator is assembled here from numpy and a few compiled loops:
 
 Missing values are NaN, exactly where TA-Lib has none: a value that depends
 on fewer bars than the indicator needs is missing (see ``warmup_bars``).
+
+The live evaluation needs only the last few values of each indicator.
+``indicator_tail`` gives them, equal bit for bit to the last values of the
+full computation: the recursive indicators (RSI, EMA, MACD, ATR, whose seed
+sits at the start of the candles) are computed over every candle; the others
+depend only on their last ``warmup_bars + 1`` candles, each value computed
+from its own window alone, so they are computed over the candles the tail
+reads and no more.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandas_ta as ta
-from numba import njit
 
+from conditions.engine import indicator_loops as loops
 from conditions.engine.catalog import INDICATORS, SOURCES
 
-# TA-Lib treats a difference within this fraction of the magnitudes it was
-# taken from as zero (its TA_IS_ZERO_SCALED): prices that are equal on paper
-# can differ in their last bits once (high + low + close) / 3 is rounded.
-RELATIVE_ZERO = 1e-14
-
 Outputs = dict[str, np.ndarray]
+Columns = Mapping[str, np.ndarray]
+_FRAME_COLUMNS = ["open_time", *SOURCES]
 
 
 def compute_indicator(candles: pd.DataFrame, name: str, params: Mapping[str, Any]) -> Outputs:
@@ -75,15 +84,62 @@ def compute_indicator(candles: pd.DataFrame, name: str, params: Mapping[str, Any
     BBANDS(1) collapses onto the close, CCI(1) is 0, MFI(1) is 100 on a rise
     of the typical price and 0 otherwise.
     """
-    indicator = INDICATORS.get(name)
-    if indicator is None:
+    if name not in INDICATORS:
         raise ValueError(f"unknown indicator {name!r}")
-    resolved = _resolved_params(name, params)
-    bar_count = len(candles)
+    return _computed(candle_columns(candles), name, _resolved_params(name, params))
+
+
+def candle_columns(candles: pd.DataFrame) -> Columns:
+    """The price and volume columns of a candle frame as contiguous float64
+    arrays, the form ``indicator_tail`` takes: read once per frame."""
+    if list(candles.columns) == _FRAME_COLUMNS:
+        # One conversion of the whole frame costs what one column read does.
+        table = np.ascontiguousarray(candles.to_numpy(dtype=np.float64).T)
+        return {name: table[_FRAME_COLUMNS.index(name)] for name in SOURCES}
+    return {name: _column(candles, name) for name in SOURCES}
+
+
+def indicator_tail(columns: Columns, name: str, params: Mapping[str, Any], bars: int) -> Outputs:
+    """The last ``bars`` values of every output of indicator ``name`` over
+    ``columns`` (all of them when there are fewer), equal bit for bit to the
+    last values of ``compute_indicator`` over the same candles."""
+    return IndicatorSpec.of(name, params).tail(columns, bars)
+
+
+@dataclass(frozen=True)
+class IndicatorSpec:
+    """An indicator with its parameters checked and defaults filled, once."""
+
+    name: str
+    params: Mapping[str, Any]
+    warmup: int
+
+    @classmethod
+    def of(cls, name: str, params: Mapping[str, Any]) -> IndicatorSpec:
+        if name not in INDICATORS:
+            raise ValueError(f"unknown indicator {name!r}")
+        resolved = _resolved_params(name, params)
+        return cls(name, resolved, _WARMUPS[name](**resolved))
+
+    def tail(self, columns: Columns, bars: int) -> Outputs:
+        """See ``indicator_tail``."""
+        bar_count = len(columns["close"])
+        bars = max(0, min(bars, bar_count))
+        if self.name not in _RECURSIVE:
+            # One candle more than the window reads: pandas-ta's convolution
+            # takes another summation order for a series exactly one window long.
+            start = max(0, bar_count - bars - self.warmup - 1)
+            columns = {source: values[start:] for source, values in columns.items()}
+        outputs = _computed(columns, self.name, self.params)
+        return {output: values[len(values) - bars :] for output, values in outputs.items()}
+
+
+def _computed(columns: Columns, name: str, resolved: Mapping[str, Any]) -> Outputs:
+    bar_count = len(columns["close"])
     warmup = _WARMUPS[name](**resolved)
     if bar_count <= warmup:
-        return {output: np.full(bar_count, np.nan) for output in indicator.outputs}
-    outputs = _COMPUTATIONS[name](candles, **resolved)
+        return {output: np.full(bar_count, np.nan) for output in INDICATORS[name].outputs}
+    outputs = _COMPUTATIONS[name](columns, **resolved)
     for values in outputs.values():
         # The reference has no value there even where one can be computed
         # (the MACD line before its signal exists, %K before %D exists).
@@ -136,222 +192,57 @@ def _column(candles: pd.DataFrame, name: str) -> np.ndarray:
     return np.ascontiguousarray(candles[name].to_numpy(dtype=np.float64))
 
 
-def _simple_average(values: np.ndarray, length: int) -> np.ndarray:
-    if length == 1:
-        # pandas-ta's sma returns an empty array for length 1 and then fails.
-        return values.astype(np.float64, copy=True)
-    average = ta.sma(pd.Series(values), length=length, talib=False)
-    # pandas-ta returns None instead of a Series when the input is too short.
-    if average is None:
-        return np.full(values.size, np.nan)
-    return average.to_numpy(dtype=np.float64, copy=True)
-
-
-def _exponential_average(values: np.ndarray, length: int) -> np.ndarray:
-    """EMA seeded, as in TA-Lib, with the average of the first ``length`` values."""
-    return _seeded_recursion(np.ascontiguousarray(values), length, False)
-
-
-def _wilder_average(values: np.ndarray, length: int, seed_at: int) -> np.ndarray:
-    """Wilder's smoothing whose first value, at ``seed_at``, is the simple
-    average of the ``length`` values ending there (TA-Lib's seeding)."""
-    smoothed = np.full(values.size, np.nan)
-    start = seed_at - length + 1
-    smoothed[start:] = _seeded_recursion(np.ascontiguousarray(values[start:]), length, True)
-    return smoothed
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, defined: np.ndarray) -> np.ndarray:
-    result = np.full(numerator.size, np.nan)
-    np.divide(numerator, denominator, out=result, where=defined)
-    return result
-
-
-def _share(part: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """100 * part / total, and 0 where total is 0: TA-Lib's answer to an
-    oscillator's 0/0 (no movement, no money flow over the window)."""
-    has_total = total > 0
-    share = np.where(has_total, 100.0 * _ratio(part, total, has_total), 0.0)
-    share[np.isnan(total)] = np.nan
-    return share
-
-
-# Compiled loops: each value depends on the previous one, or on a window that
-# numpy could only materialize as a (bars x length) temporary. pandas' ewm and
-# rolling do the same work behind ~10-20x more per-call overhead.
-
-
-@njit(cache=True)
-def _seeded_recursion(values: np.ndarray, length: int, wilder: bool) -> np.ndarray:
-    # TA-Lib's own update formulas, so results agree to the last bits.
-    result = np.full(values.size, np.nan)
-    if values.size < length:
-        return result
-    total = 0.0
-    for i in range(length):
-        total += values[i]
-    previous = total / length
-    result[length - 1] = previous
-    factor = 2.0 / (length + 1)
-    for i in range(length, values.size):
-        if wilder:
-            previous = (previous * (length - 1) + values[i]) / length
-        else:
-            previous = (values[i] - previous) * factor + previous
-        result[i] = previous
-    return result
-
-
-@njit(cache=True)
-def _window_sums(values: np.ndarray, length: int) -> np.ndarray:
-    # Each window summed afresh rather than as a running total, so a window
-    # of zeros sums to exactly zero: the zero-flow rule of MFI relies on it.
-    result = np.full(values.size, np.nan)
-    for end in range(length - 1, values.size):
-        total = 0.0
-        for i in range(end - length + 1, end + 1):
-            total += values[i]
-        result[end] = total
-    return result
-
-
-@njit(cache=True)
-def _window_deviation_sums(
-    values: np.ndarray, centers: np.ndarray, length: int, squared: bool
-) -> np.ndarray:
-    # Sum of |value - center| (or its square) over each window, around the
-    # center of the window ending at the same bar.
-    result = np.full(values.size, np.nan)
-    for end in range(length - 1, values.size):
-        center = centers[end]
-        total = 0.0
-        for i in range(end - length + 1, end + 1):
-            deviation = values[i] - center
-            total += deviation * deviation if squared else abs(deviation)
-        result[end] = total
-    return result
-
-
-@njit(cache=True)
-def _window_extremes(values: np.ndarray, length: int, highest: bool) -> np.ndarray:
-    result = np.full(values.size, np.nan)
-    for end in range(length - 1, values.size):
-        extreme = values[end]
-        for i in range(end - length + 1, end):
-            if (values[i] > extreme) if highest else (values[i] < extreme):
-                extreme = values[i]
-        result[end] = extreme
-    return result
-
-
 # --- indicators --------------------------------------------------------------
 
 
-def _rsi(candles: pd.DataFrame, length: int) -> Outputs:
-    close = _column(candles, "close")
-    change = np.diff(close, prepend=np.nan)
-    gains = np.where(change > 0, change, 0.0)
-    losses = np.where(change < 0, -change, 0.0)
-    average_gain = _wilder_average(gains, length, seed_at=length)
-    average_loss = _wilder_average(losses, length, seed_at=length)
-    return {"value": _share(average_gain, average_gain + average_loss)}
+def _rsi(columns: Columns, length: int) -> Outputs:
+    return {"value": loops.wilder_rsi(columns["close"], length)}
 
 
-def _sma(candles: pd.DataFrame, length: int, source: str) -> Outputs:
-    return {"value": _simple_average(_column(candles, source), length)}
+def _sma(columns: Columns, length: int, source: str) -> Outputs:
+    return {"value": loops.simple_average(columns[source], length)}
 
 
-def _ema(candles: pd.DataFrame, length: int, source: str) -> Outputs:
-    return {"value": _exponential_average(_column(candles, source), length)}
+def _ema(columns: Columns, length: int, source: str) -> Outputs:
+    return {"value": loops.seeded_recursion(columns[source], length, False)}
 
 
-def _macd(candles: pd.DataFrame, fast: int, slow: int, signal: int) -> Outputs:
+def _macd(columns: Columns, fast: int, slow: int, signal: int) -> Outputs:
     fast, slow = min(fast, slow), max(fast, slow)  # TA-Lib swaps them too
-    close = _column(candles, "close")
-    slow_ema = _exponential_average(close, slow)
-    fast_ema = np.full(close.size, np.nan)
-    # Starting the fast EMA slow - fast bars in puts its seed, the average of
-    # the fast closes ending at bar slow - 1, where TA-Lib puts it.
-    fast_ema[slow - fast :] = _exponential_average(close[slow - fast :], fast)
-    line = fast_ema - slow_ema
-    signal_line = np.full(close.size, np.nan)
-    signal_line[slow - 1 :] = _exponential_average(line[slow - 1 :], signal)
-    return {"macd": line, "signal": signal_line, "histogram": line - signal_line}
+    line, signal_line, histogram = loops.macd_lines(columns["close"], fast, slow, signal)
+    return {"macd": line, "signal": signal_line, "histogram": histogram}
 
 
-def _bbands(candles: pd.DataFrame, length: int, std: float) -> Outputs:
-    close = _column(candles, "close")
-    middle = _simple_average(close, length)
-    deviation = np.sqrt(_window_deviation_sums(close, middle, length, True) / length)
-    # A flat window leaves rounding residue, not a deviation: TA-Lib says 0.
-    deviation[deviation <= RELATIVE_ZERO * np.abs(middle)] = 0.0
-    lower = middle - std * deviation
-    upper = middle + std * deviation
-    width = upper - lower
-    return {
-        "lower": lower,
-        "middle": middle,
-        "upper": upper,
-        "bandwidth": 100.0 * _ratio(width, middle, middle != 0),
-        "percent_b": _ratio(close - lower, width, width > 0),
-    }
+def _bbands(columns: Columns, length: int, std: float) -> Outputs:
+    bands = loops.bollinger_bands(columns["close"], length, std)
+    return dict(zip(("lower", "middle", "upper", "bandwidth", "percent_b"), bands, strict=True))
 
 
-def _stoch(candles: pd.DataFrame, k: int, d: int, smooth_k: int) -> Outputs:
-    high, low, close = (_column(candles, column) for column in ("high", "low", "close"))
-    lowest = _window_extremes(low, k, False)
-    price_range = _window_extremes(high, k, True) - lowest
-    # A window without range puts the close nowhere in it: TA-Lib says 0.
-    has_range = price_range > 0
-    fast_k = np.where(has_range, _ratio(close - lowest, price_range / 100.0, has_range), 0.0)
-    slow_k = np.full(close.size, np.nan)
-    slow_k[k - 1 :] = _simple_average(fast_k[k - 1 :], smooth_k)
-    first_k = k + smooth_k - 2
-    slow_d = np.full(close.size, np.nan)
-    slow_d[first_k:] = _simple_average(slow_k[first_k:], d)
+def _stoch(columns: Columns, k: int, d: int, smooth_k: int) -> Outputs:
+    slow_k, slow_d = loops.stochastic(
+        columns["high"], columns["low"], columns["close"], k, d, smooth_k
+    )
     return {"k": slow_k, "d": slow_d}
 
 
-def _atr(candles: pd.DataFrame, length: int) -> Outputs:
-    high, low, close = (_column(candles, column) for column in ("high", "low", "close"))
-    previous_close = close[:-1]
-    true_range = np.full(close.size, np.nan)
-    true_range[1:] = np.maximum(high[1:], previous_close) - np.minimum(low[1:], previous_close)
-    return {"value": _wilder_average(true_range, length, seed_at=length)}
+def _atr(columns: Columns, length: int) -> Outputs:
+    return {"value": loops.wilder_atr(columns["high"], columns["low"], columns["close"], length)}
 
 
-def _typical_price(candles: pd.DataFrame) -> np.ndarray:
-    return (_column(candles, "high") + _column(candles, "low") + _column(candles, "close")) / 3.0
+def _mfi(columns: Columns, length: int) -> Outputs:
+    value = loops.money_flow_index(
+        columns["high"], columns["low"], columns["close"], columns["volume"], length
+    )
+    return {"value": value}
 
 
-def _mfi(candles: pd.DataFrame, length: int) -> Outputs:
-    typical = _typical_price(candles)
-    change = np.diff(typical)
-    moved = np.abs(change) > RELATIVE_ZERO * (np.abs(typical[1:]) + np.abs(typical[:-1]))
-    flow = typical[1:] * _column(candles, "volume")[1:]
-    positive = np.zeros(typical.size)
-    negative = np.zeros(typical.size)
-    positive[1:] = np.where(moved & (change > 0), flow, 0.0)
-    negative[1:] = np.where(moved & (change < 0), flow, 0.0)
-    positive_sum = _window_sums(positive, length)
-    return {"value": _share(positive_sum, positive_sum + _window_sums(negative, length))}
+def _cci(columns: Columns, length: int) -> Outputs:
+    value = loops.commodity_channel_index(columns["high"], columns["low"], columns["close"], length)
+    return {"value": value}
 
 
-def _cci(candles: pd.DataFrame, length: int) -> Outputs:
-    typical = _typical_price(candles)
-    mean = _window_sums(typical, length) / length
-    mean_deviation = _window_deviation_sums(typical, mean, length, False) / length
-    deviation = typical - mean
-    # On a flat window both are rounding residue; TA-Lib reports 0 there.
-    level = RELATIVE_ZERO * np.abs(mean)
-    meaningful = (np.abs(deviation) > level) & (mean_deviation > level)
-    cci = np.where(meaningful, _ratio(deviation, 0.015 * mean_deviation, meaningful), 0.0)
-    cci[np.isnan(mean)] = np.nan
-    return {"value": cci}
-
-
-def _volume(candles: pd.DataFrame) -> Outputs:
-    return {"value": _column(candles, "volume").copy()}
+def _volume(columns: Columns) -> Outputs:
+    return {"value": columns["volume"].copy()}
 
 
 _COMPUTATIONS: dict[str, Callable[..., Outputs]] = {
@@ -366,6 +257,9 @@ _COMPUTATIONS: dict[str, Callable[..., Outputs]] = {
     "CCI": _cci,
     "VOLUME": _volume,
 }
+
+# Indicators whose every value depends on the first candles given.
+_RECURSIVE = frozenset(("RSI", "EMA", "MACD", "ATR"))
 
 # TA-Lib's lookback of each indicator, in the catalog's parameter names.
 _WARMUPS: dict[str, Callable[..., int]] = {

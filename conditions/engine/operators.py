@@ -3,9 +3,9 @@
 Every operator takes float64 series where NaN means "missing" and answers a
 bool per bar. Series are 1-D (bars) or N-D with bars on the last axis, so the
 evaluation plan can stack many conditions that share an operator (one per row)
-and evaluate them in one call. Comparison, equality, cross, channel and
-movement operators are pure array expressions: no Python loop per bar or per
-condition.
+and evaluate them in one call. Comparison and equality are array
+expressions; cross, channel, movement and divergence operators are compiled
+loops over the rows and bars: no Python loop per bar or per condition.
 
 The rule shared by all operators: any missing input at a bar the operator
 reads (t, and t-1 or t-N where used, and the pivot windows for divergences)
@@ -44,10 +44,12 @@ Divergence family (args ``pivot`` k and ``lookback``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numba import njit
 
 from conditions.engine.catalog import OPERATORS
 
@@ -67,11 +69,31 @@ _MOVES = ("moving_up", "moving_down", "moving_up_pct", "moving_down_pct")
 Right = np.ndarray | tuple[np.ndarray, np.ndarray] | float | None
 
 
+@dataclass(frozen=True)
+class OperatorArgs:
+    """An operator's arguments, defaults filled, checked and shaped once for
+    left operands of `ndim` dimensions: a plan calls the same operator on
+    the same conditions bar after bar."""
+
+    op: str
+    ndim: int
+    values: dict[str, np.ndarray]
+
+
+def prepare_args(op: str, args: Mapping[str, float | np.ndarray] | None, ndim: int) -> OperatorArgs:
+    """`args` as `apply_operator` takes them, resolved for a left of `ndim`
+    dimensions. Raises ValueError as `apply_operator` would."""
+    spec = OPERATORS.get(op)
+    if spec is None:
+        raise ValueError(f"unknown operator {op!r} (expected a canonical name)")
+    return OperatorArgs(op, ndim, _resolve_args(op, spec.args, args, ndim))
+
+
 def apply_operator(
     op: str,
     left: np.ndarray,
     right: Right,
-    args: Mapping[str, float | np.ndarray] | None = None,
+    args: Mapping[str, float | np.ndarray] | OperatorArgs | None = None,
     *,
     high: np.ndarray | None = None,
     low: np.ndarray | None = None,
@@ -85,8 +107,9 @@ def apply_operator(
     ``(lower, upper)`` pair, unary operators (movement, divergences) take None.
     ``args`` values are scalars or, for stacked conditions, arrays of shape
     (n,) or (n, 1) giving one value per condition; missing args take the
-    catalog defaults. Divergence operators also need ``high`` and ``low``, the
-    1-D price series of the same candles.
+    catalog defaults; `prepare_args` resolves them once for many calls.
+    Divergence operators also need ``high`` and ``low``, the 1-D price series
+    of the same candles.
 
     Raises ValueError on an unknown operator, a wrong right-hand side, or an
     invalid or missing argument.
@@ -97,7 +120,14 @@ def apply_operator(
     left = np.asarray(left, dtype=np.float64)
     if left.ndim == 0:
         raise ValueError("left must have a bars axis")
-    resolved = _resolve_args(op, spec.args, args, left.ndim)
+    if isinstance(args, OperatorArgs) and args.op == op and args.ndim == left.ndim:
+        resolved = args.values
+    else:
+        if isinstance(args, OperatorArgs):
+            raise ValueError(
+                f"arguments prepared for {args.op} on {args.ndim}-D, not {op} on {left.ndim}-D"
+            )
+        resolved = _resolve_args(op, spec.args, args, left.ndim)
 
     if spec.right == "unary":
         if right is not None:
@@ -128,6 +158,8 @@ def apply_operator(
 
 def _broadcast(values: object, shape: tuple[int, ...], name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
+    if array.shape == shape:
+        return array
     try:
         return np.broadcast_to(array, shape)
     except ValueError:
@@ -175,103 +207,203 @@ def _equal(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.abs(left - right) <= tolerance
 
 
+def _rows(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`values` broadcast to `shape`, as contiguous rows x bars."""
+    if values.shape == shape and values.ndim == 2 and values.flags.c_contiguous:
+        return values  # a plan's stacked rows, as they come
+    rows = math.prod(shape[:-1])
+    return np.ascontiguousarray(np.broadcast_to(values, shape).reshape(rows, shape[-1]))
+
+
+def _per_row(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """One argument value per row of a left of `shape`."""
+    if values.shape == (*shape[:-1], 1):
+        return np.ascontiguousarray(values.reshape(-1))
+    return np.ascontiguousarray(np.broadcast_to(values, (*shape[:-1], 1)).reshape(-1))
+
+
 def _cross(op: str, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    # Bar 0 has no previous bar, so it never crosses; slicing instead of
-    # shifting avoids two full-size copies on the stacked fast path.
-    result = np.zeros(left.shape, dtype=bool)
-    now_left, now_right = left[..., 1:], right[..., 1:]
-    prev_left, prev_right = left[..., :-1], right[..., :-1]
-    if op in ("crosses_above", "crosses"):
-        result[..., 1:] |= (now_left > now_right) & (prev_left <= prev_right)
-    if op in ("crosses_below", "crosses"):
-        result[..., 1:] |= (now_left < now_right) & (prev_left >= prev_right)
-    return result
+    fired = _cross_rows(
+        _rows(left, left.shape),
+        _rows(right, left.shape),
+        op in ("crosses_above", "crosses"),
+        op in ("crosses_below", "crosses"),
+    )
+    return fired.reshape(left.shape)
+
+
+@njit(cache=True)
+def _cross_rows(left: np.ndarray, right: np.ndarray, above: bool, below: bool) -> np.ndarray:
+    # Bar 0 has no previous bar, so it never crosses.
+    fired = np.zeros(left.shape, dtype=np.bool_)
+    for row in range(left.shape[0]):
+        for t in range(1, left.shape[1]):
+            now_left, now_right = left[row, t], right[row, t]
+            prev_left, prev_right = left[row, t - 1], right[row, t - 1]
+            crossed = above and now_left > now_right and prev_left <= prev_right
+            crossed = crossed or (below and now_left < now_right and prev_left >= prev_right)
+            fired[row, t] = crossed
+    return fired
+
+
+_CHANNEL_KINDS = {
+    "inside_channel": 0,
+    "outside_channel": 1,
+    "entering_channel": 2,
+    "exiting_channel": 3,
+}
 
 
 def _channel(op: str, left: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    # "outside" is not simply ~inside: with a missing value it is unknown,
-    # and unknown is false for every operator.
-    present = ~(np.isnan(left) | np.isnan(lower) | np.isnan(upper))
-    inside = (lower <= left) & (left <= upper)
-    outside = present & ~inside
-    if op == "inside_channel":
-        return inside
-    if op == "outside_channel":
-        return outside
-    was_inside = np.zeros(left.shape, dtype=bool)
-    was_outside = np.zeros(left.shape, dtype=bool)
-    was_inside[..., 1:] = inside[..., :-1]
-    was_outside[..., 1:] = outside[..., :-1]
-    if op == "entering_channel":
-        return inside & was_outside
-    return outside & was_inside
+    shape = left.shape
+    fired = _channel_rows(
+        _rows(left, shape), _rows(lower, shape), _rows(upper, shape), _CHANNEL_KINDS[op]
+    )
+    return fired.reshape(shape)
+
+
+@njit(cache=True)
+def _channel_rows(left: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: int) -> np.ndarray:
+    # "outside" is not simply not inside: with a missing value it is
+    # unknown, and unknown is false for every operator.
+    fired = np.zeros(left.shape, dtype=np.bool_)
+    for row in range(left.shape[0]):
+        was_inside = False
+        was_outside = False
+        for t in range(left.shape[1]):
+            value, low, high = left[row, t], lower[row, t], upper[row, t]
+            present = not (np.isnan(value) or np.isnan(low) or np.isnan(high))
+            inside = low <= value and value <= high
+            outside = present and not inside
+            if kind == 0:
+                fired[row, t] = inside
+            elif kind == 1:
+                fired[row, t] = outside
+            elif kind == 2:
+                fired[row, t] = inside and was_outside
+            else:
+                fired[row, t] = outside and was_inside
+            was_inside, was_outside = inside, outside
+    return fired
+
+
+_MOVE_KINDS = {"moving_up": 0, "moving_down": 1, "moving_up_pct": 2, "moving_down_pct": 3}
 
 
 def _moving(op: str, left: np.ndarray, args: Mapping[str, np.ndarray]) -> np.ndarray:
-    bars = args["bars"].astype(np.int64)
-    n_bars = left.shape[-1]
-    # Gather a[t-N] with one index array so per-condition N needs no loop.
-    source_index = np.arange(n_bars) - bars
-    has_past = np.broadcast_to(source_index >= 0, left.shape)
-    index = np.broadcast_to(np.maximum(source_index, 0), left.shape)
-    then = np.where(has_past, np.take_along_axis(left, index, axis=-1), np.nan)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if op == "moving_up":
-            return left - then >= args["amount"]
-        if op == "moving_down":
-            return then - left >= args["amount"]
-        # A zero base has no percentage change; NaN makes the test false.
-        base = np.where(then == 0.0, np.nan, then)
-        change_pct = (left - base) / base * 100.0
-        if op == "moving_up_pct":
-            return change_pct >= args["pct"]
-        return (base - left) / base * 100.0 >= args["pct"]
+    threshold = args["amount"] if op in ("moving_up", "moving_down") else args["pct"]
+    fired = _moving_rows(
+        _rows(left, left.shape),
+        _per_row(args["bars"], left.shape).astype(np.int64),
+        _per_row(threshold, left.shape),
+        _MOVE_KINDS[op],
+    )
+    return fired.reshape(left.shape)
 
 
+@njit(cache=True)
+def _moving_rows(
+    left: np.ndarray, bars: np.ndarray, threshold: np.ndarray, kind: int
+) -> np.ndarray:
+    # a[t-N] missing (t < N) or NaN compares false; a zero base has no
+    # percentage change.
+    fired = np.zeros(left.shape, dtype=np.bool_)
+    for row in range(left.shape[0]):
+        back, limit = bars[row], threshold[row]
+        for t in range(back, left.shape[1]):
+            now, then = left[row, t], left[row, t - back]
+            if kind == 0:
+                fired[row, t] = now - then >= limit
+            elif kind == 1:
+                fired[row, t] = then - now >= limit
+            elif then != 0.0:
+                if kind == 2:
+                    fired[row, t] = (now - then) / then * 100.0 >= limit
+                else:
+                    fired[row, t] = (then - now) / then * 100.0 >= limit
+    return fired
+
+
+@njit(cache=True)
 def _pivot_lows(low: np.ndarray, k: int) -> np.ndarray:
     """Bars that are pivot lows of width k (see the module docstring)."""
     n_bars = low.shape[0]
-    pivots = np.zeros(n_bars, dtype=bool)
-    if n_bars < 2 * k + 1:
-        return pivots
-    windows = sliding_window_view(low, 2 * k + 1)
-    centre = windows[:, k]
-    # min() of a window with a NaN is NaN, and NaN compares false.
-    left_min = windows[:, :k].min(axis=1)
-    right_min = windows[:, k + 1 :].min(axis=1)
-    pivots[k : n_bars - k] = (centre < left_min) & (centre <= right_min)
+    pivots = np.zeros(n_bars, dtype=np.bool_)
+    for centre in range(k, n_bars - k):
+        value = low[centre]
+        # A missing value anywhere in the windows compares false.
+        is_pivot = not np.isnan(value)
+        for i in range(centre - k, centre):
+            if not value < low[i]:
+                is_pivot = False
+                break
+        if is_pivot:
+            for i in range(centre + 1, centre + k + 1):
+                if not value <= low[i]:
+                    is_pivot = False
+                    break
+        pivots[centre] = is_pivot
     return pivots
 
 
+@njit(cache=True)
 def _pivot_signals(
-    op: str,
+    signals: np.ndarray,
     price: np.ndarray,
     pivots: np.ndarray,
     indicator: np.ndarray,
     k: int,
+    lookback: float,
+    rule: int,
+) -> None:
+    """OR into `signals` (one row's bars) the signals of pivots of one type:
+    rule 0 bullish (lows), 1 bearish (highs), 2 convergence."""
+    previous = -1
+    for current in range(pivots.size):
+        if not pivots[current]:
+            continue
+        if previous >= 0 and current - previous <= lookback:
+            price_rose = price[current] > price[previous]
+            price_fell = price[current] < price[previous]
+            rose = indicator[current] > indicator[previous]
+            fell = indicator[current] < indicator[previous]
+            if rule == 0:
+                fired = price_fell and rose
+            elif rule == 1:
+                fired = price_rose and fell
+            else:
+                fired = (price_rose and rose) or (price_fell and fell)
+            if fired:
+                signals[current + k] = True
+        previous = current
+
+
+@njit(cache=True)
+def _divergence_rows(
+    indicator: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    pivot: np.ndarray,
     lookback: np.ndarray,
-    kind: str,
+    use_lows: bool,
+    use_highs: bool,
+    convergence: bool,
 ) -> np.ndarray:
-    """Bool (rows, bars): signal of ``op`` from pivots of one type (kind low/high)."""
-    signals = np.zeros(indicator.shape, dtype=bool)
-    bars = np.flatnonzero(pivots)
-    if bars.size < 2:
-        return signals
-    p1, p2 = bars[:-1], bars[1:]
-    price_rose = price[p2] > price[p1]
-    price_fell = price[p2] < price[p1]
-    ind_rose = indicator[:, p2] > indicator[:, p1]
-    ind_fell = indicator[:, p2] < indicator[:, p1]
-    if op == "convergence":
-        fired = (price_rose & ind_rose) | (price_fell & ind_fell)
-    elif kind == "low":
-        fired = price_fell & ind_rose
-    else:
-        fired = price_rose & ind_fell
-    fired &= (p2 - p1) <= lookback
-    signals[:, p2 + k] = fired
-    return signals
+    fired = np.zeros(indicator.shape, dtype=np.bool_)
+    negated_high = -high
+    for row in range(indicator.shape[0]):
+        k = pivot[row]
+        if use_lows:
+            rule = 2 if convergence else 0
+            _pivot_signals(
+                fired[row], low, _pivot_lows(low, k), indicator[row], k, lookback[row], rule
+            )
+        if use_highs:
+            # Negation turns "strictly above / at or above" into the low rule.
+            rule = 2 if convergence else 1
+            pivots = _pivot_lows(negated_high, k)
+            _pivot_signals(fired[row], high, pivots, indicator[row], k, lookback[row], rule)
+    return fired
 
 
 def _divergence(
@@ -289,28 +421,14 @@ def _divergence(
     if high.shape != (n_bars,) or low.shape != (n_bars,):
         raise ValueError(f"{op}: high and low must be 1-D with {n_bars} bars")
 
-    rows = int(np.prod(left.shape[:-1]))
-    indicator = left.reshape(rows, n_bars)
-    per_row = {
-        name: np.broadcast_to(args[name], (*left.shape[:-1], 1)).reshape(rows)
-        for name in ("pivot", "lookback")
-    }
-    use_lows = op in ("bullish_divergence", "divergence", "convergence")
-    use_highs = op in ("bearish_divergence", "divergence", "convergence")
-    result = np.zeros(indicator.shape, dtype=bool)
-    # Pivots depend only on prices and k, so rows sharing a k share them.
-    for k_value in np.unique(per_row["pivot"]):
-        k = int(k_value)
-        selected = per_row["pivot"] == k_value
-        lookback = per_row["lookback"][selected][:, None]
-        block = indicator[selected]
-        signals = np.zeros(block.shape, dtype=bool)
-        if use_lows:
-            pivots = _pivot_lows(low, k)
-            signals |= _pivot_signals(op, low, pivots, block, k, lookback, "low")
-        if use_highs:
-            # Negation turns "strictly above / at or above" into the low rule.
-            pivots = _pivot_lows(-high, k)
-            signals |= _pivot_signals(op, high, pivots, block, k, lookback, "high")
-        result[selected] = signals
-    return result.reshape(left.shape)
+    fired = _divergence_rows(
+        _rows(left, left.shape),
+        np.ascontiguousarray(high),
+        np.ascontiguousarray(low),
+        _per_row(args["pivot"], left.shape).astype(np.int64),
+        _per_row(args["lookback"], left.shape),
+        op in ("bullish_divergence", "divergence", "convergence"),
+        op in ("bearish_divergence", "divergence", "convergence"),
+        op == "convergence",
+    )
+    return fired.reshape(left.shape)

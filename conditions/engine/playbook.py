@@ -14,10 +14,12 @@ this is the spec's s_1 <= s_2 <= ... <= s_n.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
@@ -184,7 +186,7 @@ def normalize_alert(
         wrapped = "condition" in entry and isinstance(entry["condition"], Mapping)
         condition = entry["condition"] if wrapped else entry
         try:
-            canonical = normalize_condition(condition, symbol=symbol, timeframe=base_timeframe)
+            canonical, cid = _normalized_condition(condition, symbol, base_timeframe)
         except ConditionError as exc:
             raise exc.within(f"{field}.condition" if wrapped else field) from None
         if canonical["symbol"] != alert_symbol:
@@ -215,9 +217,7 @@ def normalize_alert(
                 base_timeframe,
                 field,
             )
-        steps.append(
-            Step(condition_id(canonical), canonical, float(priority), step_logic, validity)
-        )
+        steps.append(Step(cid, canonical, float(priority), step_logic, validity))
     if mode == "playbook" and order == "priority":
         steps.sort(key=lambda step: step.priority)  # stable: ties keep list order
 
@@ -234,6 +234,40 @@ def normalize_alert(
         steps=tuple(steps),
         fire_mode=fire_mode,
     )
+
+
+def _normalized_condition(condition: Mapping, symbol: object, timeframe: str) -> tuple[dict, str]:
+    """normalize_condition and its condition_id, remembered: thousands of
+    alerts spell the same few conditions, and a worker normalizes every
+    alert of its pairs when it starts. The canonical form is a new dict
+    each time, as normalize_condition's is."""
+    try:
+        key = json.dumps(condition, allow_nan=False)
+    except (TypeError, ValueError):  # Decimals, numpy numbers, NaN: as they are
+        canonical = normalize_condition(condition, symbol=symbol, timeframe=timeframe)
+        return canonical, condition_id(canonical)
+    try:
+        canonical, cid = _remembered_normalization(key, symbol, timeframe)
+    except ConditionError:
+        # JSON turned non-string keys into strings: the error to report is
+        # the one the condition as given gets.
+        normalize_condition(condition, symbol=symbol, timeframe=timeframe)
+        raise
+    return _copied(canonical), cid
+
+
+@lru_cache(maxsize=100_000)
+def _remembered_normalization(key: str, symbol: object, timeframe: str) -> tuple[dict, str]:
+    canonical = normalize_condition(json.loads(key), symbol=symbol, timeframe=timeframe)
+    return canonical, condition_id(canonical)
+
+
+def _copied(value):
+    """A canonical form (dicts of dicts, strings and numbers), copied: the
+    remembered one is never handed out."""
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    return value
 
 
 def _last_true_index(raw: np.ndarray) -> np.ndarray:
@@ -277,6 +311,117 @@ def alert_signal(alert: NormalizedAlert, raw: Mapping[str, np.ndarray]) -> np.nd
             latest = np.where(step_valid, np.maximum(latest, last), latest)
         holds = holds & in_order
     return holds
+
+
+class AlertBatch:
+    """`alert_signal` for many alerts at once, at the last bars only: what
+    the live evaluation asks each time bars close.
+
+    The alerts' conditions are rows of one raw matrix (conditions x bars);
+    `rows` maps each condition_id to its row. Each step costs a few array
+    operations over all alerts, never a Python loop per alert.
+    """
+
+    def __init__(self, alerts: Sequence[NormalizedAlert], rows: Mapping[str, int]) -> None:
+        self.count = len(alerts)
+        width = max((len(alert.steps) for alert in alerts), default=0)
+        # Padding steps (row -1) change nothing: they are never valid, and
+        # count as true in an AND and false in an OR.
+        self.steps = np.full((self.count, width), -1, dtype=np.int64)
+        self.validity = np.ones((self.count, width), dtype=np.int64)
+        self.joins_and = np.ones((self.count, width), dtype=bool)
+        kinds = []
+        for index, alert in enumerate(alerts):
+            for position, step in enumerate(alert.steps):
+                self.steps[index, position] = rows[step.condition_id]
+                self.validity[index, position] = step.validity_bars
+                self.joins_and[index, position] = step.logic == "AND"
+            if alert.mode == "simple":
+                kinds.append("simple_and" if alert.logic == "AND" else "simple_or")
+            else:
+                kinds.append(alert.gate_logic or "fold")
+        self.padding = self.steps < 0
+        kinds_array = np.array(kinds, dtype=object)
+        self.simple_and = np.flatnonzero(kinds_array == "simple_and")
+        self.simple_or = np.flatnonzero(kinds_array == "simple_or")
+        self.playbooks = np.flatnonzero(~np.isin(kinds_array, ("simple_and", "simple_or")))
+        # Over the playbooks only: which gate each uses, which are sequential.
+        playbook_kinds = kinds_array[self.playbooks]
+        self.gates = {kind: playbook_kinds == kind for kind in ("ALL", "ANY", "fold")}
+        self.sequential = np.array(
+            [alerts[i].evaluation_order == "sequential" for i in self.playbooks], dtype=bool
+        )
+        # Bars of raw history, before the first bar asked for, that a
+        # validity window can reach back to.
+        self.history = int(self.validity.max()) - 1 if self.count and width else 0
+
+    def holds(self, raw: np.ndarray, bars: int) -> np.ndarray:
+        """Whether each alert holds at each of the last `bars` columns of
+        `raw` (bool, conditions x bars of history): alerts x `bars`.
+
+        Equal to `alert_signal` over the full history at those bars, given
+        `raw` holds at least `bars + self.history` columns (or all of them).
+        """
+        result = np.zeros((self.count, bars), dtype=bool)
+        if not self.count or bars == 0:
+            return result
+        columns = raw.shape[1]
+        positions = np.arange(columns - bars, columns)
+        safe_steps = np.maximum(self.steps, 0)
+        for alerts, joins_and in ((self.simple_and, True), (self.simple_or, False)):
+            if alerts.size == 0:
+                continue
+            values = raw[safe_steps[alerts]][..., positions]
+            padding = self.padding[alerts][..., None]
+            if joins_and:
+                result[alerts] = np.all(values | padding, axis=1)
+            else:
+                result[alerts] = np.any(values & ~padding, axis=1)
+
+        playbooks = self.playbooks
+        if playbooks.size == 0:
+            return result
+        last_true = np.maximum.accumulate(np.where(raw, np.arange(columns), -1), axis=1)
+        last = last_true[safe_steps[playbooks]][..., positions]  # alerts x steps x bars
+        padding = self.padding[playbooks][..., None]
+        valid = (
+            (last >= 0) & (last >= positions - self.validity[playbooks][..., None] + 1) & ~padding
+        )
+        playbook_holds = np.zeros((playbooks.size, bars), dtype=bool)
+        chosen = self.gates["ALL"]
+        if chosen.any():
+            playbook_holds[chosen] = np.all(valid[chosen] | padding[chosen], axis=1)
+        chosen = self.gates["ANY"]
+        if chosen.any():
+            playbook_holds[chosen] = np.any(valid[chosen], axis=1)
+        chosen = self.gates["fold"]
+        if chosen.any():
+            playbook_holds[chosen] = self._folded(valid[chosen], playbooks[chosen])
+        if self.sequential.any():
+            sequential = self.sequential
+            playbook_holds[sequential] &= self._in_order(valid[sequential], last[sequential])
+        result[playbooks] = playbook_holds
+        return result
+
+    def _folded(self, valid: np.ndarray, alerts: np.ndarray) -> np.ndarray:
+        # Each step joins the result so far by its own logic; a padding step
+        # leaves it as it is.
+        holds = valid[:, 0].copy()
+        for position in range(1, valid.shape[1]):
+            joins_and = self.joins_and[alerts, position][:, None]
+            joined = np.where(joins_and, holds & valid[:, position], holds | valid[:, position])
+            holds = np.where(self.padding[alerts, position][:, None], holds, joined)
+        return holds
+
+    @staticmethod
+    def _in_order(valid: np.ndarray, last: np.ndarray) -> np.ndarray:
+        in_order = np.ones((valid.shape[0], valid.shape[2]), dtype=bool)
+        latest = np.full(in_order.shape, -1)
+        for position in range(valid.shape[1]):
+            step_valid, step_last = valid[:, position], last[:, position]
+            in_order &= ~step_valid | (step_last >= latest)
+            latest = np.where(step_valid, np.maximum(latest, step_last), latest)
+        return in_order
 
 
 def fire_bars(fire_mode: str, signal: np.ndarray) -> np.ndarray:

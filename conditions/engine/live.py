@@ -1,0 +1,84 @@
+"""The engine side of evaluating one (symbol, timeframe) pair as its bars close.
+
+`PairEvaluator` is what a worker keeps per pair from one evaluation to the
+next: the compiled plan over the pair's distinct conditions and the alert
+batch over its alerts, each rebuilt only when the conditions or the alerts
+change (a process that has never seen the pair builds them once). Nothing
+it keeps depends on candles, so any worker can evaluate any pair and get the
+same answer.
+
+`evaluate` runs the plan over the bars just closed and as many bars before
+them as the alerts' validity windows reach back, then every alert at the
+bars just closed: equal to the full history's plan and `alert_signal` at
+those bars.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .plan import EvaluationPlan, PlanResult
+from .playbook import AlertBatch, NormalizedAlert
+
+
+@dataclass
+class PairEvaluation:
+    """The conditions over the last bars, and the alerts at the bars asked for."""
+
+    result: PlanResult  # series over the bars asked for and the history before them
+    alert_keys: list[Hashable]
+    holds: np.ndarray  # bool, alerts (in alert_keys order) x bars asked for
+    playbook_seconds: float
+
+    @property
+    def bars(self) -> int:
+        return self.holds.shape[1]
+
+    def series_index(self, bar: int) -> int:
+        """Where the `bar`-th bar asked for (0 = the oldest) is in the series."""
+        return len(self.result.base_open_time) - self.bars + bar
+
+
+class PairEvaluator:
+    """The compiled plan and alert batch of one pair, kept between evaluations."""
+
+    def __init__(self) -> None:
+        self._conditions_key: frozenset[str] | None = None
+        self._alerts_key: tuple | None = None
+        self.plan: EvaluationPlan | None = None
+        self._batch: AlertBatch | None = None
+
+    def evaluate(
+        self,
+        conditions: Mapping[str, Mapping],
+        alerts: Sequence[tuple[Hashable, NormalizedAlert]],
+        candles: Mapping[str, pd.DataFrame],
+        base_timeframe: str,
+        bars: int,
+    ) -> PairEvaluation:
+        """`conditions`: every distinct condition to evaluate, keyed by its
+        condition_id (the alerts' steps among them). `alerts`: (key, alert)
+        pairs whose key changes whenever the alert does. `bars`: how many of
+        the last base bars to decide the alerts at."""
+        conditions_key = frozenset(conditions)
+        if conditions_key != self._conditions_key or self.plan is None:
+            self.plan = EvaluationPlan.from_identified(conditions)
+            self._conditions_key = conditions_key
+            self._alerts_key = None
+        alerts_key = tuple(key for key, _ in alerts)
+        if alerts_key != self._alerts_key or self._batch is None:
+            rows = {cid: row for row, cid in enumerate(self.plan.condition_order)}
+            self._batch = AlertBatch([alert for _, alert in alerts], rows)
+            self._alerts_key = alerts_key
+
+        result = self.plan.run(candles, base_timeframe, last_bars=bars + self._batch.history)
+        started = time.perf_counter()
+        holds = self._batch.holds(result.fired, min(bars, len(result.base_open_time)))
+        return PairEvaluation(
+            result, list(alerts_key), holds, playbook_seconds=time.perf_counter() - started
+        )
