@@ -32,27 +32,20 @@ from alerts.management.commands.bench_pipeline import (
     write_candles,
 )
 from alerts.models import OutboxMessage
+from bots.dca import DCA_DEFAULTS
 from bots.models import Bot, ExchangeAccount, Order
 from conditions.models import ConditionSubscription, ConditionTrigger
 from conditions.services import register_condition
 from tradeeon.celery import app as celery_app
 from tradeeon.cli import InputError, StrictCommand
 
+# The defaults, with two triggered safety orders and a 1% take profit.
 SETTINGS = {
+    **DCA_DEFAULTS,
     "base_order_size": "0.01",
     "safety_order_size": "0.005",
     "max_safety_orders": 2,
-    "active_safety_orders": 1,
-    "price_deviation": 1.0,
-    "step_scale": 1.0,
-    "volume_scale": 1.0,
-    "take_profit": 1.0,
-    "take_profit_type": "average",
-    "trailing_deviation": None,
-    "stop_loss": None,
-    "cooldown": 0,
-    "max_active_deals": 1,
-    "safety_mode": "triggered",
+    "take_profit": "1",
 }
 
 
