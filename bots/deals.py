@@ -48,6 +48,13 @@ def transition(deal: Deal, to_state: str, cause: str, **detail) -> None:
     deal.state = to_state
 
 
+def record(deal: Deal, cause: str, detail: dict) -> None:
+    """An event that does not change the deal's state (a fill, a trail started)."""
+    DealEvent.objects.create(
+        deal=deal, from_state=deal.state, to_state=deal.state, cause=cause, detail=detail
+    )
+
+
 def new_order(deal: Deal, leg: str, side: str, type_: str, **amounts) -> Order:
     order = Order.objects.create(
         deal=deal,
@@ -138,13 +145,7 @@ def on_order_update(order: Order, previous_status: str, now_ms: int) -> None:
         deal.closed_at = exchange_time(now_ms)
         deal.save()
     elif order.status in (Order.Status.REJECTED, Order.Status.FAILED):
-        DealEvent.objects.create(
-            deal=deal,
-            from_state=deal.state,
-            to_state=deal.state,
-            cause=f"{order.leg}_{order.status}",
-            detail={"error": order.error},
-        )
+        record(deal, f"{order.leg}_{order.status}", {"error": order.error})
 
 
 def _account(deal: Deal, order: Order) -> None:
@@ -159,12 +160,10 @@ def _account(deal: Deal, order: Order) -> None:
         deal.quote_received += order.filled_quote - (
             order.fee if order.fee_asset == quote_asset else Decimal(0)
         )
-    DealEvent.objects.create(
-        deal=deal,
-        from_state=deal.state,
-        to_state=deal.state,
-        cause="fill",
-        detail={
+    record(
+        deal,
+        "fill",
+        {
             "leg": order.leg,
             "quantity": str(order.filled_quantity),
             "quote": str(order.filled_quote),
@@ -212,12 +211,10 @@ def _safety_filled(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: 
     deal.safety_orders_filled += 1
     _reprice(deal, settings)
     deal.trailing_high = None  # a safety fill resets a trailing take profit that had started
-    DealEvent.objects.create(
-        deal=deal,
-        from_state=deal.state,
-        to_state=deal.state,
-        cause="safety_filled",
-        detail={
+    record(
+        deal,
+        "safety_filled",
+        {
             "leg": order.leg,
             "average": str(deal.average_entry_price),
             "take_profit": str(deal.take_profit_price),
@@ -375,13 +372,7 @@ def on_bar_closed(deal_id: int, high: Decimal, close: Decimal, now_ms: int) -> O
             return None
         if deal.trailing_high is None and high >= deal.take_profit_price:
             deal.trailing_high = high
-            DealEvent.objects.create(
-                deal=deal,
-                from_state=deal.state,
-                to_state=deal.state,
-                cause="trailing_started",
-                detail={"high": str(high)},
-            )
+            record(deal, "trailing_started", {"high": str(high)})
         elif deal.trailing_high is not None:
             deal.trailing_high = max(deal.trailing_high, high)
         deal.save(update_fields=["trailing_high", "updated_at"])
