@@ -25,7 +25,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
 from django.db.models import F, JSONField, TextField
-from django.db.models.functions import Cast
+from django.db.models.functions import MD5, Cast
 from django.utils import timezone
 
 from conditions.bulk import insert_new
@@ -122,16 +122,7 @@ def evaluate_symbol(
     now_ms = int(now_ms if now_ms is not None else source.source.server_time_ms())
     now = timezone.now()
 
-    # expires_at is the user's deadline on the wall clock, as the API checks
-    # it; the exchange's clock decides bars, not deadlines.
-    report.expired_alerts = Alert.objects.filter(
-        symbol=symbol,
-        base_timeframe=timeframe,
-        status=Alert.Status.ACTIVE,
-        expires_at__lte=now,
-    ).update(status=Alert.Status.EXPIRED, updated_at=now)
-
-    playbooks = _active_playbooks(symbol, timeframe, forming, report)
+    playbooks = _active_playbooks(symbol, timeframe, forming, now, report)
 
     canonicals = {} if forming else _subscribed_conditions(symbol, timeframe)
     for _, playbook in playbooks.values():
@@ -169,10 +160,17 @@ def evaluate_symbol(
             playbooks, evaluation, candles[timeframe], bars, forming, now, report
         )
         if not forming and bars:
-            EvaluationCursor.objects.update_or_create(
-                symbol=symbol,
-                timeframe=timeframe,
-                defaults={"last_bar": ms_to_datetime(int(base_open[bars[-1]]))},
+            EvaluationCursor.objects.bulk_create(
+                [
+                    EvaluationCursor(
+                        symbol=symbol,
+                        timeframe=timeframe,
+                        last_bar=ms_to_datetime(int(base_open[bars[-1]])),
+                    )
+                ],
+                update_conflicts=True,
+                unique_fields=["symbol", "timeframe"],
+                update_fields=["last_bar", "updated_at"],
             )
         if report.outbox_ids and dispatch:
             from .dispatch import send_outbox
@@ -195,32 +193,50 @@ def evaluate_symbol(
 
 
 def _active_playbooks(
-    symbol: str, timeframe: str, forming: bool, report: EvaluationReport
+    symbol: str, timeframe: str, forming: bool, now: datetime, report: EvaluationReport
 ) -> dict[int, tuple[_AlertRow, NormalizedAlert]]:
     """The pair's active alerts (per_bar ones only, with `forming`) and their
-    playbooks. An alert whose stored content is what its remembered playbook
-    was made from is not parsed again; an alert that cannot be evaluated is
-    skipped and reported."""
-    alerts = Alert.objects.filter(
-        symbol=symbol, base_timeframe=timeframe, status=Alert.Status.ACTIVE
+    playbooks; those past their deadline are moved to expired instead.
+
+    An alert is parsed only when its stored content differs from what its
+    remembered playbook was made from: the database sends a digest of each
+    alert's content, and the content itself only of the alerts not
+    remembered. An alert that cannot be evaluated is skipped and reported."""
+    rows = (
+        Alert.objects.filter(symbol=symbol, base_timeframe=timeframe, status=Alert.Status.ACTIVE)
+        .annotate(digest=MD5(Cast("condition_config", TextField())))
+        .values_list("pk", "fire_mode", "last_fired_bar", "expires_at", "digest")
     )
-    if forming:
-        alerts = alerts.filter(fire_mode=Alert.FireMode.PER_BAR)
-    rows = alerts.annotate(stored_config=Cast("condition_config", TextField())).values_list(
-        "pk", "fire_mode", "last_fired_bar", "stored_config"
-    )
+    live, expired = [], []
+    for row in rows:
+        # expires_at is the user's deadline on the wall clock, as the API
+        # checks it; the exchange's clock decides bars, not deadlines.
+        if row[3] is not None and row[3] <= now:
+            expired.append(row[0])
+        elif not forming or row[1] == Alert.FireMode.PER_BAR:
+            live.append(row)
+    if expired:
+        report.expired_alerts = Alert.objects.filter(
+            pk__in=expired, status=Alert.Status.ACTIVE
+        ).update(status=Alert.Status.EXPIRED, updated_at=now)
+
+    unknown = {pk for pk, fire_mode, _, _, digest in live
+               if _playbooks.get(pk, (None,))[0] != (fire_mode, digest)}  # fmt: skip
+    stored = dict(
+        Alert.objects.filter(pk__in=unknown)
+        .annotate(stored_config=Cast("condition_config", TextField()))
+        .values_list("pk", "stored_config")
+    ) if unknown else {}  # fmt: skip
     playbooks = {}
-    for pk, fire_mode, last_fired_bar, stored_config in rows:
-        content = (fire_mode, stored_config)
-        remembered = _playbooks.get(pk)
-        if remembered is not None and remembered[0] == content:
-            playbook = remembered[1]
-        else:
+    for pk, fire_mode, last_fired_bar, _, digest in live:
+        if pk in unknown:
+            if pk not in stored:
+                continue  # deleted since the first query
             # What alert_input gives normalized_alert, without building a model.
             raw = {
                 "symbol": symbol,
                 "base_timeframe": timeframe,
-                "conditionConfig": json.loads(stored_config),
+                "conditionConfig": json.loads(stored[pk]),
                 "fireMode": fire_mode,
             }
             try:
@@ -229,8 +245,8 @@ def _active_playbooks(
                 logger.error("alert %s on %s %s skipped: %s", pk, symbol, timeframe, exc)
                 report.skipped_alerts.append(pk)
                 continue
-            _playbooks[pk] = (content, playbook)
-        playbooks[pk] = (_AlertRow(pk, fire_mode, last_fired_bar), playbook)
+            _playbooks[pk] = ((fire_mode, digest), playbook)
+        playbooks[pk] = (_AlertRow(pk, fire_mode, last_fired_bar), _playbooks[pk][1])
     return playbooks
 
 
@@ -358,7 +374,14 @@ def _record_conditions(
     result = evaluation.result
     all_series = list(result.series.items())
     evaluated = [cid for cid, _ in all_series]
-    known = _count_evaluations(evaluated, len(bars), now)
+    indexes = [evaluation.series_index(position) for position in range(len(bars))]
+    times = [ms_to_datetime(int(result.base_open_time[index])) for index in indexes]
+    if connection.vendor == "postgresql":
+        # The cache rows' foreign key is checked at commit, after the
+        # registration of any condition the registry lacks, below.
+        known = _store_evaluations(symbol, timeframe, all_series, indexes, times, now)
+    else:
+        known = _count_evaluations(evaluated, len(bars), now)
     unknown = canonicals.keys() - known
     if unknown:
         for cid in unknown:
@@ -366,68 +389,186 @@ def _record_conditions(
         Condition.objects.filter(pk__in=[cid for cid in evaluated if cid in unknown]).update(
             last_evaluated_at=now, evaluation_count=F("evaluation_count") + len(bars)
         )
-
-    evaluations, triggers = [], []
-    for position in range(len(bars)):
-        bar = evaluation.series_index(position)
-        candle_time = ms_to_datetime(int(result.base_open_time[bar]))
-        for cid, series in all_series:
-            values = series.values_at(bar)
-            evaluations.append(
+    if connection.vendor != "postgresql":
+        _insert_rows(
+            ConditionEvaluation,
+            [
                 {
                     "condition_id": cid,
                     "symbol": symbol,
                     "timeframe": timeframe,
                     "candle_time": candle_time,
-                    "indicator_values": {**values, "fired": bool(series.fired[bar])},
+                    "indicator_values": {**series.values_at(index), "fired": bool(series.fired[index])},
                     "evaluated_at": now,
                 }
-            )
-            if series.fired[bar]:
-                triggers.append(
-                    {
-                        "condition_id": cid,
-                        "symbol": symbol,
-                        "timeframe": timeframe,
-                        "candle_time": candle_time,
-                        "triggered_at": now,
-                        "trigger_value": values,
-                        "processed": False,
-                    }
-                )
-    _insert_rows(ConditionEvaluation, evaluations, ["condition", "candle_time"])
+                for index, candle_time in zip(indexes, times, strict=True)
+                for cid, series in all_series
+            ],
+            ["condition", "candle_time"],
+        )  # fmt: skip
+
+    triggers = [
+        {
+            "condition_id": cid,
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "candle_time": candle_time,
+            "triggered_at": now,
+            "trigger_value": series.values_at(index),
+            "processed": False,
+        }
+        for index, candle_time in zip(indexes, times, strict=True)
+        for cid, series in all_series
+        if series.fired[index]
+    ]
     if not triggers:
         return
+    if connection.vendor == "postgresql":
+        inserted = _store_triggers(triggers, now)
+    else:
+        inserted = _insert_triggers(triggers, now)
+    report.condition_triggers = len(inserted)
+    _add_outbox(
+        report,
+        [
+            ("condition_trigger", f"condition_trigger:{tid}", {"condition_trigger_id": tid})
+            for tid, _, subscribed in inserted
+            if subscribed
+        ],
+    )
+
+
+def _insert_triggers(triggers: list[dict], now: datetime) -> list[tuple[int, str, bool]]:
+    """The condition triggers not written yet, with their subscriber counts,
+    and the registry's trigger counters: (id, condition, has subscriptions)
+    per new trigger."""
     counts = subscriber_counts({row["condition_id"] for row in triggers})
     for row in triggers:
-        row["subscribers_count"] = counts.get(row["condition_id"], 0)
+        row["subscribers_count"] = sum(counts[row["condition_id"]])
     inserted = _insert_rows(
         ConditionTrigger, triggers, ["condition", "candle_time"], returning=("id", "condition")
     )
-    report.condition_triggers = len(inserted)
-    fired_ids = [cid for _, cid in inserted]
     # A catch-up inserts several triggers of one condition at once: one
     # update per distinct number of new triggers, not one per condition.
     by_count: dict[int, list[str]] = {}
-    for cid, count in Counter(fired_ids).items():
+    for cid, count in Counter(cid for _, cid in inserted).items():
         by_count.setdefault(count, []).append(cid)
     for count, cids in by_count.items():
         Condition.objects.filter(pk__in=cids).update(
             last_triggered_at=now, trigger_count=F("trigger_count") + count
         )
-    with_bots = set(
-        ConditionSubscription.objects.filter(condition_id__in=fired_ids, active=True).values_list(
-            "condition_id", flat=True
+    return [(tid, cid, counts[cid][0] > 0) for tid, cid in inserted]
+
+
+# _insert_triggers in one statement: the database counts each condition's
+# subscribers (active subscriptions plus active alerts) as it inserts.
+_STORE_TRIGGERS = """
+WITH inserted AS (
+    INSERT INTO condition_triggers (condition_id, symbol, timeframe, candle_time, triggered_at,
+                                    trigger_value, processed, subscribers_count)
+    SELECT v.id, v.symbol, v.timeframe, v.candle_time, %s, v.trigger_value, false,
+        (SELECT count(*) FROM user_condition_subscriptions s
+         WHERE s.condition_id = v.id AND s.active)
+        + (SELECT count(*) FROM alerts_alert_conditions c JOIN alerts_alert a ON a.id = c.alert_id
+           WHERE c.condition_id = v.id AND a.status = 'active')
+    FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], %b::jsonb[])
+        AS v(id, symbol, timeframe, candle_time, trigger_value)
+    ON CONFLICT (condition_id, candle_time) DO NOTHING
+    RETURNING id, condition_id
+), counted AS (
+    UPDATE condition_registry r
+    SET last_triggered_at = %s, trigger_count = r.trigger_count + n.triggers
+    FROM (SELECT condition_id, count(*) AS triggers FROM inserted GROUP BY condition_id) n
+    WHERE r.condition_id = n.condition_id
+)
+SELECT i.id, i.condition_id, EXISTS (
+    SELECT 1 FROM user_condition_subscriptions s WHERE s.condition_id = i.condition_id AND s.active
+) FROM inserted i
+"""
+
+
+def _store_triggers(triggers: list[dict], now: datetime) -> list[tuple[int, str, bool]]:
+    """_insert_triggers on PostgreSQL, in one round trip."""
+    columns = [
+        [row[name] for row in triggers]
+        for name in ("condition_id", "symbol", "timeframe", "candle_time")
+    ]
+    values = [json.dumps(row["trigger_value"]) for row in triggers]
+    with _binary_cursor() as cursor:
+        cursor.execute(_STORE_TRIGGERS, [now, *columns, values, now])
+        return cursor.fetchall()
+
+
+# One statement for what a pair's evaluation writes to the registry side:
+# the counters of every condition evaluated, and its cache rows, their JSON
+# built by the database from one array per value (NaN is a missing value;
+# `kind` says whether the right side is absent, a value, or a channel).
+_STORE_EVALUATIONS = """
+WITH counted AS (
+    UPDATE condition_registry
+    SET last_evaluated_at = %s, evaluation_count = evaluation_count + %s
+    WHERE condition_id = ANY(%b) RETURNING condition_id
+), stored AS (
+    INSERT INTO condition_evaluation_cache
+        (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
+    SELECT v.id, %s, %s, v.candle_time, jsonb_build_object(
+        'left', NULLIF(v.lhs, 'NaN'),
+        'right', CASE v.kind
+            WHEN 1 THEN to_jsonb(NULLIF(v.rhs, 'NaN'))
+            WHEN 2 THEN jsonb_build_object('lower', NULLIF(v.lower, 'NaN'),
+                                           'upper', NULLIF(v.upper, 'NaN'))
+        END,
+        'fired', v.fired), %s
+    FROM unnest(%b::varchar[], %b::timestamptz[], %b::float8[], %b::float8[], %b::float8[],
+                %b::float8[], %b::int2[], %b::bool[])
+        AS v(id, candle_time, lhs, rhs, lower, upper, kind, fired)
+    ON CONFLICT (condition_id, candle_time) DO NOTHING
+)
+SELECT condition_id FROM counted
+"""
+
+
+def _store_evaluations(
+    symbol: str,
+    timeframe: str,
+    all_series: list,
+    indexes: list[int],
+    times: list[datetime],
+    now: datetime,
+) -> set[str]:
+    """On PostgreSQL: count the evaluations and write the cache rows in one
+    round trip; the ids of the conditions the registry holds."""
+    nan = float("nan")
+    columns: list[list] = [[] for _ in range(8)]
+    ids, candle_times, lefts, rights, lowers, uppers, kinds, fired = columns
+    for index, candle_time in zip(indexes, times, strict=True):
+        for cid, series in all_series:
+            ids.append(cid)
+            candle_times.append(candle_time)
+            lefts.append(float(series.left[index]))
+            right = series.right
+            if right is None:
+                kinds.append(0)
+                rights.append(nan)
+                lowers.append(nan)
+                uppers.append(nan)
+            elif isinstance(right, tuple):
+                kinds.append(2)
+                rights.append(nan)
+                lowers.append(float(right[0][index]))
+                uppers.append(float(right[1][index]))
+            else:
+                kinds.append(1)
+                rights.append(float(right[index]))
+                lowers.append(nan)
+                uppers.append(nan)
+            fired.append(bool(series.fired[index]))
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            _STORE_EVALUATIONS,
+            [now, len(indexes), [cid for cid, _ in all_series], symbol, timeframe, now, *columns],
         )
-    )
-    _add_outbox(
-        report,
-        [
-            ("condition_trigger", f"condition_trigger:{tid}", {"condition_trigger_id": tid})
-            for tid, cid in inserted
-            if cid in with_bots
-        ],
-    )
+        return {cid for (cid,) in cursor.fetchall()}
 
 
 def _insert_rows(
@@ -473,22 +614,12 @@ def _binary_cursor():
 
 def _count_evaluations(ids: list[str], bars: int, now: datetime) -> set[str]:
     """Advance the registry counters of the conditions evaluated; the ids of
-    those the registry holds (on PostgreSQL, what the update itself returns)."""
-    if connection.vendor != "postgresql":
-        known = set(Condition.objects.filter(pk__in=ids).values_list("pk", flat=True))
-        Condition.objects.filter(pk__in=known).update(
-            last_evaluated_at=now, evaluation_count=F("evaluation_count") + bars
-        )
-        return known
-    with _binary_cursor() as cursor:
-        # Names from the model's metadata only; values are parameters.
-        cursor.execute(
-            f"UPDATE {Condition._meta.db_table} SET last_evaluated_at = %s, "  # noqa: S608
-            "evaluation_count = evaluation_count + %s WHERE condition_id = ANY(%b) "
-            "RETURNING condition_id",
-            [now, bars, ids],
-        )
-        return {cid for (cid,) in cursor.fetchall()}
+    those the registry holds."""
+    known = set(Condition.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    Condition.objects.filter(pk__in=known).update(
+        last_evaluated_at=now, evaluation_count=F("evaluation_count") + bars
+    )
+    return known
 
 
 def _fire_alerts(

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 
 from conditions.engine.normalize import condition_id as make_condition_id
 from conditions.engine.normalize import normalize_condition
@@ -88,17 +88,27 @@ def unsubscribe_bot(bot, condition_ids: Iterable[str] | None = None) -> int:
     return subscriptions.update(active=False)
 
 
-def subscriber_counts(condition_ids: Iterable[str]) -> dict[str, int]:
-    """Active bot subscriptions plus active alerts, per condition."""
+def subscriber_counts(condition_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(active subscriptions, active alerts) per condition: what a trigger of
+    it fans out to. Two grouped counts, each over one index."""
+    from alerts.models import Alert
+
     ids = list(condition_ids)
-    counts = dict.fromkeys(ids, 0)
-    rows = Condition.objects.filter(pk__in=ids).annotate(
-        bots=Count("subscriptions", filter=Q(subscriptions__active=True), distinct=True),
-        alert_count=Count("alerts", filter=Q(alerts__status="active"), distinct=True),
+    subscriptions = dict(
+        ConditionSubscription.objects.filter(condition_id__in=ids, active=True)
+        .values_list("condition_id")
+        .annotate(count=Count("pk"))
+        .order_by()
     )
-    for row in rows.values("condition_id", "bots", "alert_count"):
-        counts[row["condition_id"]] = row["bots"] + row["alert_count"]
-    return counts
+    alerts = dict(
+        Alert.conditions.through.objects.filter(
+            condition_id__in=ids, alert__status=Alert.Status.ACTIVE
+        )
+        .values_list("condition_id")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    return {cid: (subscriptions.get(cid, 0), alerts.get(cid, 0)) for cid in ids}
 
 
 def end_subscription(*, user, subscription_id: int) -> bool:
@@ -129,7 +139,7 @@ def condition_status(condition_id: str) -> dict | None:
         "timeframe": condition.timeframe,
         "condition_type": condition.condition_type,
         "canonical": condition.indicator_config,
-        "subscribers": subscriber_counts([condition_id])[condition_id],
+        "subscribers": sum(subscriber_counts([condition_id])[condition_id]),
         "created_at": condition.created_at,
         "last_evaluated_at": condition.last_evaluated_at,
         "last_triggered_at": condition.last_triggered_at,

@@ -13,6 +13,7 @@ from django.utils import timezone
 from alerts import evaluation
 from alerts.models import Alert, AlertTrigger, Notification
 from conditions import metrics
+from conditions.engine.plan import EvaluationPlan
 from conditions.models import Condition, ConditionEvaluation, ConditionTrigger
 from conditions.services import subscribe
 from tests.factories import BotFactory, RegisteredAlertFactory, UserFactory
@@ -265,3 +266,41 @@ def test_alert_trigger_rows_keep_what_the_condition_saw(live):
     assert values["right"] == 101
     assert trigger.snapshot["bar_closed"] is True
     assert trigger.snapshot["close"] > 0
+
+
+def test_the_evaluation_cache_holds_what_the_engine_computed_for_every_kind_of_right_side(live):
+    configs = {
+        "value": {"indicator": "RSI", "operator": "<", "value": 101},
+        "channel": {
+            "indicator": "RSI",
+            "operator": "inside_channel",
+            "channel": {"lower": 0, "upper": 100},
+        },
+        "none": {"indicator": "RSI", "operator": "bullish_divergence", "pivot": 2, "lookback": 20},
+        # A week of daily candles: RSI(14) has no value yet.
+        "missing": {"indicator": "RSI", "timeframe": "1d", "operator": ">", "value": 0},
+    }
+    alerts = {
+        kind: RegisteredAlertFactory(condition_config={"conditions": [config]})
+        for kind, config in configs.items()
+    }
+
+    report = evaluate_ethbtc()
+
+    now_ms = report.bars[-1] + FIVE_MINUTES
+    market = evaluation.market()
+    stored = {}
+    for kind, alert in alerts.items():
+        condition = condition_of(alert)
+        timeframes = {"5m", condition.timeframe}
+        candles = {tf: market.closed_candles("ETHBTC", tf, now_ms) for tf in timeframes}
+        plan = EvaluationPlan.from_identified({condition.pk: condition.indicator_config})
+        series = plan.run(candles, "5m").series[condition.pk]
+        expected = {**series.values_at(-1), "fired": bool(series.fired[-1])}
+        stored[kind] = ConditionEvaluation.objects.get(condition=condition).indicator_values
+        assert stored[kind] == expected, kind
+    assert stored["value"]["right"] == 101
+    assert stored["channel"]["right"] == {"lower": 0, "upper": 100}
+    assert stored["none"]["right"] is None
+    assert stored["missing"]["left"] is None
+    assert stored["missing"]["fired"] is False
