@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import time
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.db.models import Count, Q
 
 from .models import Condition, ConditionSubscription
 
 WINDOW_MINUTES = 5
 _TTL_S = 3600
+# The evaluated pairs: a list in most caches, a set in Redis (a new key, so
+# that it never meets a list left by an older version).
+_PAIRS = "metrics:pairs"
+_PAIR_SET = "metrics:pair_set"
 
 
 def _minute(now: float | None = None) -> int:
@@ -28,15 +33,64 @@ def _incr(key: str, amount: int) -> None:
         cache.set(key, amount, timeout=_TTL_S)
 
 
+def _redis() -> RedisCache | None:
+    store = caches["default"]
+    return store if isinstance(store, RedisCache) else None
+
+
 def record_evaluation(symbol: str, timeframe: str, report) -> None:
     minute = _minute()
-    _incr(f"metrics:evaluations:{minute}", report.conditions * len(report.bars))
-    _incr(f"metrics:triggers:{minute}", report.alert_triggers + report.condition_triggers)
-    _incr(f"metrics:pair_runs:{minute}", 1)
-    cache.set(f"metrics:eval_ms:{symbol}:{timeframe}", round(report.duration_ms, 2), timeout=_TTL_S)
-    pairs = cache.get("metrics:pairs") or []
-    if f"{symbol}:{timeframe}" not in pairs:
-        cache.set("metrics:pairs", sorted({*pairs, f"{symbol}:{timeframe}"}), timeout=None)
+    counts = {
+        f"metrics:evaluations:{minute}": report.conditions * len(report.bars),
+        f"metrics:triggers:{minute}": report.alert_triggers + report.condition_triggers,
+        f"metrics:pair_runs:{minute}": 1,
+    }
+    pair = f"{symbol}:{timeframe}"
+    duration_ms = round(report.duration_ms, 2)
+    redis = _redis()
+    if redis is not None:
+        _record_in_redis(redis, counts, pair, duration_ms)
+        return
+    for key, amount in counts.items():
+        _incr(key, amount)
+    cache.set(f"metrics:eval_ms:{pair}", duration_ms, timeout=_TTL_S)
+    pairs = cache.get(_PAIRS) or []
+    if pair not in pairs:
+        cache.set(_PAIRS, sorted({*pairs, pair}), timeout=None)
+
+
+def _record_in_redis(
+    store: RedisCache, counts: dict[str, int], pair: str, duration_ms: float
+) -> None:
+    """All in one round trip, as it runs for every pair on every bar. Django's
+    cache API has no pipeline, so this uses its client, with the keys and value
+    encoding of the API so that readers use the API as usual (Redis keeps ints
+    unpickled: INCRBY counters read back as ints)."""
+    backend = store._cache
+    pipeline = backend.get_client(write=True).pipeline(transaction=False)
+    for name, amount in counts.items():
+        if amount > 0:
+            key = store.make_and_validate_key(name)
+            pipeline.incrby(key, amount)
+            pipeline.expire(key, _TTL_S)
+    pipeline.set(
+        store.make_and_validate_key(f"metrics:eval_ms:{pair}"),
+        backend._serializer.dumps(duration_ms),
+        ex=_TTL_S,
+    )
+    pairs = store.make_and_validate_key(_PAIR_SET)
+    pipeline.sadd(pairs, pair)
+    pipeline.expire(pairs, _TTL_S)
+    pipeline.execute()
+
+
+def _evaluated_pairs() -> list[str]:
+    """The pairs evaluated lately, as "SYMBOL:timeframe", sorted."""
+    redis = _redis()
+    if redis is None:
+        return cache.get(_PAIRS) or []
+    members = redis._cache.get_client().smembers(redis.make_and_validate_key(_PAIR_SET))
+    return sorted(member.decode() for member in members)
 
 
 def per_minute(name: str) -> float:
@@ -68,8 +122,7 @@ def snapshot() -> dict:
         }
         for row in in_use.order_by("-users")[:10]
     ]
-    pairs = cache.get("metrics:pairs") or []
-    durations = cache.get_many([f"metrics:eval_ms:{pair}" for pair in pairs])
+    durations = cache.get_many([f"metrics:eval_ms:{pair}" for pair in _evaluated_pairs()])
     references = alert_refs + bot_subscriptions
     return {
         "unique_conditions": Condition.objects.count(),

@@ -29,7 +29,7 @@ import pandas as pd
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 
-from conditions.engine.candles import COLUMNS, PRICE_COLUMNS, empty_frame
+from conditions.engine.candles import PRICE_COLUMNS
 from conditions.engine.timeframes import (
     bar_open_floor,
     next_bar_open,
@@ -56,8 +56,8 @@ class _Entry:
     def packed(self) -> dict:
         return {
             "format": ENTRY_FORMAT,
-            "open_time": self.open_time.astype(np.int64).tobytes(),
-            "values": self.values.astype(np.float64).tobytes(),
+            "open_time": self.open_time.tobytes(),
+            "values": self.values.tobytes(),
             "covered_from": self.covered_from,
             "complete_until": self.complete_until,
             "capacity": self.capacity,
@@ -76,13 +76,20 @@ class _Entry:
         )
 
     def frame(self, before_ms: int, history: int) -> pd.DataFrame:
+        """A copy: callers may change it, and the buffers may be the store's."""
         stop = int(np.searchsorted(self.open_time, before_ms, side="left"))
         start = max(0, stop - history)
-        if stop == start:
-            return empty_frame()
-        frame = pd.DataFrame(self.values[start:stop], columns=PRICE_COLUMNS)
-        frame.insert(0, "open_time", self.open_time[start:stop].copy())
-        return frame[COLUMNS]
+        columns = {"open_time": self.open_time[start:stop]}
+        for index, name in enumerate(PRICE_COLUMNS):
+            columns[name] = self.values[start:stop, index]
+        return pd.DataFrame(columns, copy=True)
+
+
+def _price_values(candles: pd.DataFrame) -> np.ndarray:
+    """OHLCV as one float64 array: converting the whole frame at once costs far
+    less than selecting its columns by name."""
+    columns = candles.columns.tolist()
+    return candles.to_numpy(np.float64)[:, [columns.index(name) for name in PRICE_COLUMNS]]
 
 
 def _bars_before(open_ms: int, timeframe: str, count: int) -> int:
@@ -136,8 +143,10 @@ class KlineCache:
             entry = self._fetch_full(symbol, timeframe, forming_open, capacity)
             self.store.set(key, entry.packed(), timeout=self.entry_timeout_s)
         elif forming_open > entry.complete_until:
-            entry = self._fetch_newer(symbol, timeframe, forming_open, entry)
-            self.store.set(key, entry.packed(), timeout=self.entry_timeout_s)
+            newer = self._fetch_newer(symbol, timeframe, forming_open, entry)
+            if newer is not entry:
+                self.store.set(key, newer.packed(), timeout=self.entry_timeout_s)
+            entry = newer
         return entry.frame(forming_open, history)
 
     def forget(self, symbol: str, timeframe: str) -> None:
@@ -181,26 +190,21 @@ class KlineCache:
     def _fetch_full(self, symbol: str, timeframe: str, forming_open: int, capacity: int) -> _Entry:
         start = _bars_before(forming_open, timeframe, capacity)
         logger.info("kline cache: loading %d %s %s candles", capacity, symbol, timeframe)
-        candles, complete_until = self._fetch_pages(symbol, timeframe, start, forming_open)
-        entry = _Entry(
-            candles["open_time"].to_numpy(np.int64),
-            candles[PRICE_COLUMNS].to_numpy(np.float64),
-            start,
-            complete_until,
-            capacity,
-        )
-        return self._trimmed(entry)
+        opens, values, complete_until = self._fetch_pages(symbol, timeframe, start, forming_open)
+        return self._trimmed(_Entry(opens, values, start, complete_until, capacity))
 
     def _fetch_newer(self, symbol: str, timeframe: str, forming_open: int, entry: _Entry) -> _Entry:
+        """`entry` itself when the source had nothing it lacks, so that it is not stored again."""
         start = int(entry.open_time[-1]) + 1 if len(entry.open_time) else entry.covered_from
-        candles, complete_until = self._fetch_pages(symbol, timeframe, start, forming_open)
-        opens = candles["open_time"].to_numpy(np.int64)
+        opens, values, complete_until = self._fetch_pages(symbol, timeframe, start, forming_open)
         if len(entry.open_time):
             keep = opens > entry.open_time[-1]
-            candles, opens = candles.loc[keep], opens[keep]
+            opens, values = opens[keep], values[keep]
+        if not len(opens) and complete_until <= entry.complete_until:
+            return entry
         merged = _Entry(
             np.concatenate([entry.open_time, opens]),
-            np.concatenate([entry.values, candles[PRICE_COLUMNS].to_numpy(np.float64)]),
+            np.concatenate([entry.values, values]),
             entry.covered_from,
             max(entry.complete_until, complete_until),
             entry.capacity,
@@ -209,10 +213,11 @@ class KlineCache:
 
     def _fetch_pages(
         self, symbol: str, timeframe: str, start_ms: int, forming_open: int
-    ) -> tuple[pd.DataFrame, int]:
-        """Closed candles from `start_ms` up to the bar opening at `forming_open`,
-        and the open time before which the answer is complete."""
-        pages: list[pd.DataFrame] = []
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Open times and OHLCV of the closed candles from `start_ms` up to the bar
+        opening at `forming_open`, and the open time before which that is complete."""
+        opens = [np.empty(0, np.int64)]
+        values = [np.empty((0, len(PRICE_COLUMNS)), np.float64)]
         server_time = forming_open
         while True:
             # endTime stops Binance from also sending the candle still forming at now_ms.
@@ -221,14 +226,14 @@ class KlineCache:
             )
             server_time = int(page.attrs.get(SERVER_TIME_ATTR, server_time))
             if len(page):
-                pages.append(page)
+                opens.append(page["open_time"].to_numpy(np.int64))
+                values.append(_price_values(page))
             if len(page) < PAGE_LIMIT:
                 break
             start_ms = int(page["open_time"].iloc[-1]) + 1
-        candles = pd.concat(pages, ignore_index=True) if pages else empty_frame()
         # A source behind the caller's clock vouches only for what had closed on its own.
         complete_until = min(forming_open, bar_open_floor(server_time, timeframe))
-        return candles, complete_until
+        return np.concatenate(opens), np.concatenate(values), complete_until
 
     @staticmethod
     def _trimmed(entry: _Entry) -> _Entry:

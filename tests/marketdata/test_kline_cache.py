@@ -3,6 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 
 from conditions.marketdata.binance import BinanceSource
 from conditions.marketdata.cache import KlineCache
@@ -129,3 +130,38 @@ def test_the_cache_works_over_the_replay_source_and_the_default_store(market, et
             cache.closed_candles("ETHBTC", "5m", now_ms=BAR_OPEN, history=0)
     finally:
         cache.forget("ETHBTC", "5m")
+
+
+def test_frames_match_the_file_as_the_clock_advances_and_are_the_callers_own(market, eth_candles):
+    source = ReplaySource(market, start=BAR_OPEN + 1)
+    cache = KlineCache(source, LocMemCache("test-kline-frames", {}))
+
+    steps = [0, 0, FIVE_MINUTES, 0, 3 * FIVE_MINUTES, 1, 40 * FIVE_MINUTES, 2000 * FIVE_MINUTES]
+    for step in steps:
+        source.clock.advance(step)
+        now_ms = source.server_time_ms()
+        candles = cache.closed_candles("ETHBTC", "5m", now_ms=now_ms, history=300)
+
+        pd.testing.assert_frame_equal(
+            candles, file_rows_closed_by(eth_candles, now_ms, 300), check_index_type=True
+        )
+        candles.loc[:, "close"] = -1.0
+        candles.loc[:, "open_time"] = 0
+        again = cache.closed_candles("ETHBTC", "5m", now_ms=now_ms, history=300)
+        pd.testing.assert_frame_equal(again, file_rows_closed_by(eth_candles, now_ms, 300))
+
+
+def test_a_fetch_that_brings_nothing_new_leaves_the_shared_entry_alone(market, monkeypatch):
+    source = ReplaySource(market, start=BAR_OPEN + 1)
+    store = LocMemCache("test-kline-writes", {})
+    cache = KlineCache(source, store)
+    cache.closed_candles("ETHBTC", "5m", now_ms=source.server_time_ms(), history=10)
+    writes = []
+    monkeypatch.setattr(store, "set", lambda *args, **kwargs: writes.append(args))
+
+    # A caller ahead of a source that has closed nothing since asks the source again
+    ahead = source.server_time_ms() + 3 * FIVE_MINUTES
+    candles = cache.closed_candles("ETHBTC", "5m", now_ms=ahead, history=10)
+
+    assert candles["open_time"].iloc[-1] == BAR_OPEN - FIVE_MINUTES
+    assert writes == []
