@@ -284,3 +284,88 @@ def commodity_channel_index(
         meaningful = np.abs(deviation) > level and mean_deviation[i] > level
         result[i] = ratio(deviation, 0.015 * mean_deviation[i], meaningful) if meaningful else 0.0
     return result
+
+
+# Indicator kinds, in the order of the catalog; the price rows of `prices`
+# below are the catalog's SOURCES: open, high, low, close, volume.
+RSI, SMA, EMA, MACD, BBANDS, STOCH, ATR, MFI, CCI, VOLUME = range(10)
+RECURSIVE = (RSI, EMA, MACD, ATR)
+_HIGH, _LOW, _CLOSE, _VOLUME = 1, 2, 3, 4
+
+
+@njit(cache=True)
+def indicator_outputs(kind: int, prices: np.ndarray, params: np.ndarray, std: float) -> np.ndarray:
+    """Every output of one indicator over `prices` (sources x bars), one row
+    per output in the catalog's order. `params` holds its whole-number
+    parameters in the catalog's order (a source as its row of `prices`),
+    `std` BBANDS' float one. Values before the warm-up are left as computed."""
+    outputs = np.empty((5, prices.shape[1]))
+    high, low, close, volume = prices[_HIGH], prices[_LOW], prices[_CLOSE], prices[_VOLUME]
+    if kind == RSI:
+        outputs[0] = wilder_rsi(close, params[0])
+    elif kind == SMA:
+        outputs[0] = simple_average(prices[params[1]], params[0])
+    elif kind == EMA:
+        outputs[0] = seeded_recursion(prices[params[1]], params[0], False)
+    elif kind == MACD:
+        # TA-Lib swaps fast and slow too.
+        fast, slow = min(params[0], params[1]), max(params[0], params[1])
+        line, signal, histogram = macd_lines(close, fast, slow, params[2])
+        outputs[0], outputs[1], outputs[2] = line, signal, histogram
+    elif kind == BBANDS:
+        lower, middle, upper, bandwidth, percent_b = bollinger_bands(close, params[0], std)
+        outputs[0], outputs[1], outputs[2] = lower, middle, upper
+        outputs[3], outputs[4] = bandwidth, percent_b
+    elif kind == STOCH:
+        slow_k, slow_d = stochastic(high, low, close, params[0], params[1], params[2])
+        outputs[0], outputs[1] = slow_k, slow_d
+    elif kind == ATR:
+        outputs[0] = wilder_atr(high, low, close, params[0])
+    elif kind == MFI:
+        outputs[0] = money_flow_index(high, low, close, volume, params[0])
+    elif kind == CCI:
+        outputs[0] = commodity_channel_index(high, low, close, params[0])
+    else:
+        outputs[0] = volume
+    return outputs
+
+
+@njit(cache=True)
+def tails_into(
+    table: np.ndarray,
+    prices: np.ndarray,
+    kinds: np.ndarray,
+    params: np.ndarray,
+    stds: np.ndarray,
+    warmups: np.ndarray,
+    tails: np.ndarray,
+    rows: np.ndarray,
+) -> None:
+    """Many indicators over the same candles in one call: for indicator i,
+    the last `tails[i]` values of its output o into the end of row
+    `rows[i, o]` of `table` (-1: not wanted), NaN before them; each value
+    what the full computation over `prices` has there, NaN in its warm-up.
+
+    A recursive indicator is computed over every bar (its seed sits at the
+    first); any other over the bars its tail reads and one more (pandas-ta's
+    convolution sums a series exactly one window long in another order)."""
+    bar_count = prices.shape[1]
+    width = table.shape[1]
+    for i in range(kinds.size):
+        tail, warmup = tails[i], warmups[i]
+        start = 0
+        if kinds[i] not in RECURSIVE:
+            start = max(0, bar_count - tail - warmup - 1)
+        count = bar_count - start
+        outputs = np.empty((0, 0))
+        if count > warmup:
+            outputs = indicator_outputs(kinds[i], prices[:, start:], params[i], stds[i])
+        for output in range(rows.shape[1]):
+            row = rows[i, output]
+            if row < 0:
+                continue
+            table[row, : width - tail] = np.nan
+            for bar in range(tail):
+                index = count - tail + bar
+                value = outputs[output, index] if index >= warmup else np.nan
+                table[row, width - tail + bar] = value

@@ -86,17 +86,22 @@ def compute_indicator(candles: pd.DataFrame, name: str, params: Mapping[str, Any
     """
     if name not in INDICATORS:
         raise ValueError(f"unknown indicator {name!r}")
-    return _computed(candle_columns(candles), name, _resolved_params(name, params))
+    return IndicatorSpec.of(name, params).computed(candle_prices(candles))
 
 
 def candle_columns(candles: pd.DataFrame) -> Columns:
     """The price and volume columns of a candle frame as contiguous float64
     arrays, the form ``indicator_tail`` takes: read once per frame."""
+    return dict(zip(SOURCES, candle_prices(candles), strict=True))
+
+
+def candle_prices(candles: pd.DataFrame) -> np.ndarray:
+    """The price and volume columns of a candle frame as the rows of one
+    float64 table, in the order of SOURCES."""
     if list(candles.columns) == _FRAME_COLUMNS:
         # One conversion of the whole frame costs what one column read does.
-        table = np.ascontiguousarray(candles.to_numpy(dtype=np.float64).T)
-        return {name: table[_FRAME_COLUMNS.index(name)] for name in SOURCES}
-    return {name: _column(candles, name) for name in SOURCES}
+        return np.ascontiguousarray(candles.to_numpy(dtype=np.float64).T[1:])
+    return np.array([_column(candles, name) for name in SOURCES])
 
 
 def indicator_tail(columns: Columns, name: str, params: Mapping[str, Any], bars: int) -> Outputs:
@@ -121,30 +126,53 @@ class IndicatorSpec:
         resolved = _resolved_params(name, params)
         return cls(name, resolved, _WARMUPS[name](**resolved))
 
+    @property
+    def kind(self) -> int:
+        """Its kind for the compiled loops (`indicator_loops.indicator_outputs`)."""
+        return _KINDS[self.name]
+
+    @property
+    def recursive(self) -> bool:
+        """Whether every value depends on the first candles given."""
+        return self.kind in loops.RECURSIVE
+
+    def numbers(self) -> tuple[np.ndarray, float]:
+        """Its parameters as the compiled loops take them: the whole numbers
+        in the catalog's order (a source as its row in SOURCES), and std."""
+        whole = [
+            SOURCES.index(value) if isinstance(value, str) else value
+            for key, value in self.params.items()
+            if key != "std"
+        ]
+        return np.array([*whole, 0, 0, 0][:3], dtype=np.int64), float(self.params.get("std", 0.0))
+
     def tail(self, columns: Columns, bars: int) -> Outputs:
         """See ``indicator_tail``."""
         bar_count = len(columns["close"])
         bars = max(0, min(bars, bar_count))
-        if self.name not in _RECURSIVE:
+        start = 0
+        if not self.recursive:
             # One candle more than the window reads: pandas-ta's convolution
             # takes another summation order for a series exactly one window long.
             start = max(0, bar_count - bars - self.warmup - 1)
-            columns = {source: values[start:] for source, values in columns.items()}
-        outputs = _computed(columns, self.name, self.params)
+        outputs = self.computed(np.array([columns[source][start:] for source in SOURCES]))
         return {output: values[len(values) - bars :] for output, values in outputs.items()}
 
-
-def _computed(columns: Columns, name: str, resolved: Mapping[str, Any]) -> Outputs:
-    bar_count = len(columns["close"])
-    warmup = _WARMUPS[name](**resolved)
-    if bar_count <= warmup:
-        return {output: np.full(bar_count, np.nan) for output in INDICATORS[name].outputs}
-    outputs = _COMPUTATIONS[name](columns, **resolved)
-    for values in outputs.values():
-        # The reference has no value there even where one can be computed
-        # (the MACD line before its signal exists, %K before %D exists).
-        values[:warmup] = np.nan
-    return outputs
+    def computed(self, prices: np.ndarray) -> Outputs:
+        """Every output over `prices` (the rows of `candle_prices`)."""
+        bar_count = prices.shape[1]
+        names = INDICATORS[self.name].outputs
+        if bar_count <= self.warmup:
+            return {output: np.full(bar_count, np.nan) for output in names}
+        whole, std = self.numbers()
+        values = loops.indicator_outputs(self.kind, prices, whole, std)
+        outputs = {}
+        for row, output in enumerate(names):
+            outputs[output] = values[row].copy()
+            # The reference has no value there even where one can be computed
+            # (the MACD line before its signal exists, %K before %D exists).
+            outputs[output][: self.warmup] = np.nan
+        return outputs
 
 
 def warmup_bars(name: str, params: Mapping[str, Any]) -> int:
@@ -192,74 +220,18 @@ def _column(candles: pd.DataFrame, name: str) -> np.ndarray:
     return np.ascontiguousarray(candles[name].to_numpy(dtype=np.float64))
 
 
-# --- indicators --------------------------------------------------------------
-
-
-def _rsi(columns: Columns, length: int) -> Outputs:
-    return {"value": loops.wilder_rsi(columns["close"], length)}
-
-
-def _sma(columns: Columns, length: int, source: str) -> Outputs:
-    return {"value": loops.simple_average(columns[source], length)}
-
-
-def _ema(columns: Columns, length: int, source: str) -> Outputs:
-    return {"value": loops.seeded_recursion(columns[source], length, False)}
-
-
-def _macd(columns: Columns, fast: int, slow: int, signal: int) -> Outputs:
-    fast, slow = min(fast, slow), max(fast, slow)  # TA-Lib swaps them too
-    line, signal_line, histogram = loops.macd_lines(columns["close"], fast, slow, signal)
-    return {"macd": line, "signal": signal_line, "histogram": histogram}
-
-
-def _bbands(columns: Columns, length: int, std: float) -> Outputs:
-    bands = loops.bollinger_bands(columns["close"], length, std)
-    return dict(zip(("lower", "middle", "upper", "bandwidth", "percent_b"), bands, strict=True))
-
-
-def _stoch(columns: Columns, k: int, d: int, smooth_k: int) -> Outputs:
-    slow_k, slow_d = loops.stochastic(
-        columns["high"], columns["low"], columns["close"], k, d, smooth_k
-    )
-    return {"k": slow_k, "d": slow_d}
-
-
-def _atr(columns: Columns, length: int) -> Outputs:
-    return {"value": loops.wilder_atr(columns["high"], columns["low"], columns["close"], length)}
-
-
-def _mfi(columns: Columns, length: int) -> Outputs:
-    value = loops.money_flow_index(
-        columns["high"], columns["low"], columns["close"], columns["volume"], length
-    )
-    return {"value": value}
-
-
-def _cci(columns: Columns, length: int) -> Outputs:
-    value = loops.commodity_channel_index(columns["high"], columns["low"], columns["close"], length)
-    return {"value": value}
-
-
-def _volume(columns: Columns) -> Outputs:
-    return {"value": columns["volume"].copy()}
-
-
-_COMPUTATIONS: dict[str, Callable[..., Outputs]] = {
-    "RSI": _rsi,
-    "SMA": _sma,
-    "EMA": _ema,
-    "MACD": _macd,
-    "BBANDS": _bbands,
-    "STOCH": _stoch,
-    "ATR": _atr,
-    "MFI": _mfi,
-    "CCI": _cci,
-    "VOLUME": _volume,
+_KINDS = {
+    "RSI": loops.RSI,
+    "SMA": loops.SMA,
+    "EMA": loops.EMA,
+    "MACD": loops.MACD,
+    "BBANDS": loops.BBANDS,
+    "STOCH": loops.STOCH,
+    "ATR": loops.ATR,
+    "MFI": loops.MFI,
+    "CCI": loops.CCI,
+    "VOLUME": loops.VOLUME,
 }
-
-# Indicators whose every value depends on the first candles given.
-_RECURSIVE = frozenset(("RSI", "EMA", "MACD", "ATR"))
 
 # TA-Lib's lookback of each indicator, in the catalog's parameter names.
 _WARMUPS: dict[str, Callable[..., int]] = {

@@ -49,7 +49,7 @@ class PairEvaluator:
 
     def __init__(self) -> None:
         self._conditions_key: frozenset[str] | None = None
-        self._alerts_key: tuple | None = None
+        self._alerts_key: list[Hashable] | None = None
         self.plan: EvaluationPlan | None = None
         self._batch: AlertBatch | None = None
 
@@ -70,7 +70,7 @@ class PairEvaluator:
             self.plan = EvaluationPlan.from_identified(conditions)
             self._conditions_key = conditions_key
             self._alerts_key = None
-        alerts_key = tuple(key for key, _ in alerts)
+        alerts_key = [key for key, _ in alerts]
         if alerts_key != self._alerts_key or self._batch is None:
             rows = {cid: row for row, cid in enumerate(self.plan.condition_order)}
             self._batch = AlertBatch([alert for _, alert in alerts], rows)

@@ -432,3 +432,160 @@ def _divergence(
         op == "convergence",
     )
     return fired.reshape(left.shape)
+
+
+# The movement and divergence operators, as `unary_into` takes them.
+UNARY = {
+    "moving_up": 0,
+    "moving_down": 1,
+    "moving_up_pct": 2,
+    "moving_down_pct": 3,
+    "bullish_divergence": 4,
+    "bearish_divergence": 5,
+    "divergence": 6,
+    "convergence": 7,
+}
+
+
+def unary_arguments(args: OperatorArgs, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """A movement's (bars, threshold) or a divergence's (pivot, lookback),
+    one value per row of a group of `rows` conditions, as `unary_into`
+    takes them."""
+    values = args.values
+    if args.op in ("moving_up", "moving_down"):
+        whole, amount = values["bars"], values["amount"]
+    elif args.op in _MOVES:
+        whole, amount = values["bars"], values["pct"]
+    else:
+        whole, amount = values["pivot"], values["lookback"]
+    shape = (rows, 1)
+    return _per_row(whole, shape).astype(np.int64), _per_row(amount, shape)
+
+
+@njit(cache=True)
+def unary_into(
+    fired: np.ndarray,
+    positions: np.ndarray,
+    codes: np.ndarray,
+    table: np.ndarray,
+    left: np.ndarray,
+    whole: np.ndarray,
+    amount: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    columns: np.ndarray,
+) -> None:
+    """Row `positions[i]` of `fired` := operator `codes[i]` (see UNARY) over
+    row `left[i]` of `table`, with `unary_arguments`' values `whole[i]` and
+    `amount[i]` (and the prices `high` and `low` of the table's bars), at
+    its columns `columns` (-1: no bar there, false)."""
+    for i in range(codes.size):
+        code = codes[i]
+        values = table[left[i] : left[i] + 1]
+        if code < 4:
+            row = _moving_rows(values, whole[i : i + 1], amount[i : i + 1], code)[0]
+        else:
+            row = _divergence_rows(
+                values,
+                high,
+                low,
+                whole[i : i + 1],
+                amount[i : i + 1],
+                code != 5,
+                code != 4,
+                code == 7,
+            )[0]
+        for t in range(columns.size):
+            fired[positions[i], t] = columns[t] >= 0 and row[columns[t]]
+
+
+# Operators whose result at a bar reads that bar and at most the one before:
+# a plan evaluates them all in one compiled call (`pointwise_into`).
+POINTWISE = {
+    "gt": 0,
+    "gte": 1,
+    "lt": 2,
+    "lte": 3,
+    "eq": 4,
+    "crosses_above": 5,
+    "crosses_below": 6,
+    "crosses": 7,
+    "inside_channel": 8,
+    "outside_channel": 9,
+    "entering_channel": 10,
+    "exiting_channel": 11,
+}
+
+
+@njit(cache=True)
+def _compared(code: int, left: float, right: float) -> bool:
+    if code == 0:
+        return left > right
+    if code == 1:
+        return left >= right
+    if code == 2:
+        return left < right
+    if code == 3:
+        return left <= right
+    return abs(left - right) <= EQ_RELATIVE_TOLERANCE * max(1.0, abs(right))
+
+
+@njit(cache=True)
+def _channel_state(value: float, low: float, high: float) -> tuple[bool, bool]:
+    """(inside, outside) as `_channel_rows` has them."""
+    inside = low <= value and value <= high
+    present = not (np.isnan(value) or np.isnan(low) or np.isnan(high))
+    return inside, present and not inside
+
+
+@njit(cache=True)
+def pointwise_into(
+    fired: np.ndarray,
+    positions: np.ndarray,
+    codes: np.ndarray,
+    table: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    upper: np.ndarray,
+    columns: np.ndarray,
+) -> None:
+    """Row `positions[i]` of `fired` := operator `codes[i]` (see POINTWISE)
+    on rows `left[i]`, `right[i]` (a channel's lower) and `upper[i]` of
+    `table`, at its columns `columns` (-1: no bar there, false). Column c - 1
+    is the bar before c, and column 0 has none: what `apply_operator` gives
+    at those bars over the table's rows."""
+    for i in range(codes.size):
+        code = codes[i]
+        row = positions[i]
+        for t in range(columns.size):
+            now = columns[t]
+            if now < 0:
+                fired[row, t] = False
+                continue
+            before = now - 1
+            value, other = table[left[i], now], table[right[i], now]
+            if code <= 4:
+                fired[row, t] = _compared(code, value, other)
+            elif code <= 7:
+                above = code != 6 and before >= 0
+                below = code != 5 and before >= 0
+                crossed = (
+                    above and value > other and table[left[i], before] <= table[right[i], before]
+                )
+                crossed = crossed or (
+                    below and value < other and table[left[i], before] >= table[right[i], before]
+                )
+                fired[row, t] = crossed
+            else:
+                inside, outside = _channel_state(value, other, table[upper[i], now])
+                if code == 8:
+                    fired[row, t] = inside
+                elif code == 9:
+                    fired[row, t] = outside
+                elif before < 0:
+                    fired[row, t] = False
+                else:
+                    was_inside, was_outside = _channel_state(
+                        table[left[i], before], table[right[i], before], table[upper[i], before]
+                    )
+                    fired[row, t] = inside and was_outside if code == 10 else outside and was_inside

@@ -3,17 +3,23 @@ each distinct indicator spec computed once and each distinct condition once.
 
 The plan is compiled once, on its first run: every distinct indicator spec
 and operand of each timeframe gets a row in that timeframe's operand table,
-and the conditions are grouped by timeframe and operator. A group is
-evaluated in one vectorized call whatever its operands are: one row per
-condition, its left and right sides gathered from the operand table, its
-arguments one value per row. So 500 "RSI(14) < x" thresholds, or 200
-"close crosses above EMA(n)", cost one operator call.
+and the conditions are grouped by timeframe and operator, one row per
+condition, its operands rows of the operand table, its arguments one value
+per row. So 500 "RSI(14) < x" thresholds, or 200 "close crosses above
+EMA(n)", cost one operator group.
+
+Compiling also lays the plan out as index arrays, so that a run of a
+timeframe is a few compiled calls whatever the number of conditions: one
+computes every indicator into the table (`tails_into`), one every operator
+of a bar and the bar before (`pointwise_into`), one every movement and
+divergence (`unary_into`). A live evaluation evaluates a pair's bars that
+just closed in a fraction of a millisecond.
 
 `run(..., last_bars=n)` evaluates only what the last n base bars need, as
 the live evaluation does for the bars that just closed: every operator
 reads a bounded number of bars back (`_reach`), so the conditions are
 evaluated on the last n + reach bars of their timeframe and the indicators
-on their tails (`indicator_tail`). The result equals, bit for bit, the last
+on their tails (as `indicator_tail` computes them). The result equals, bit for bit, the last
 n bars of a full run.
 """
 
@@ -27,16 +33,28 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .catalog import OPERATORS
-from .indicators import IndicatorSpec, candle_columns
+from .catalog import INDICATORS, OPERATORS, SOURCES
+from .indicator_loops import tails_into
+from .indicators import IndicatorSpec, candle_prices
 from .normalize import condition_id as make_condition_id
-from .operators import OperatorArgs, apply_operator, prepare_args
+from .operators import (
+    POINTWISE,
+    UNARY,
+    OperatorArgs,
+    pointwise_into,
+    prepare_args,
+    unary_arguments,
+    unary_into,
+)
 from .timeframes import align_to_base, resample
 
 _ONE_BAR_BACK = frozenset(
     ("crosses_above", "crosses_below", "crosses", "entering_channel", "exiting_channel")
 )
 _MOVES = frozenset(("moving_up", "moving_down", "moving_up_pct", "moving_down_pct"))
+_HIGH, _LOW = SOURCES.index("high"), SOURCES.index("low")
+# The shape of a condition's right side.
+_NONE, _VALUE, _CHANNEL = range(3)
 
 
 @dataclass(frozen=True)
@@ -68,7 +86,7 @@ class PlanStats:
     conditions: int = 0
     condition_evaluations: int = 0
     indicator_computations: int = 0
-    operator_calls: int = 0
+    operator_calls: int = 0  # operator groups, each evaluated as one
     resamples: int = 0
     # Where the time went: indicators, then operators and the mapping of
     # their results onto the base bars.
@@ -88,38 +106,37 @@ class PlanResult:
     fired_order: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """One group's results on the base bars: a row per condition."""
-
-    fired: np.ndarray
-    left: np.ndarray
-    right: np.ndarray | tuple[np.ndarray, np.ndarray] | None
-
-
 class _SeriesView(Mapping):
-    """condition_id -> ConditionSeries, made on demand from the groups'
+    """condition_id -> ConditionSeries, made on demand from the run's
     matrices: the live path reads most conditions as matrix rows only."""
 
-    def __init__(self, rows: dict[str, tuple[_Outcome, int]]) -> None:
-        self._rows = rows
+    def __init__(
+        self,
+        index: Mapping[str, tuple[int, int]],
+        fired: np.ndarray,
+        left: np.ndarray,
+        right: np.ndarray,
+        upper: np.ndarray,
+    ) -> None:
+        self._index = index
+        self._fired, self._left, self._right, self._upper = fired, left, right, upper
 
     def __getitem__(self, cid: str) -> ConditionSeries:
-        outcome, row = self._rows[cid]
-        if isinstance(outcome.right, tuple):
-            right = (outcome.right[0][row], outcome.right[1][row])
+        position, shape = self._index[cid]
+        if shape == _CHANNEL:
+            right = (self._right[position], self._upper[position])
         else:
-            right = None if outcome.right is None else outcome.right[row]
-        return ConditionSeries(outcome.fired[row], outcome.left[row], right)
+            right = self._right[position] if shape == _VALUE else None
+        return ConditionSeries(self._fired[position], self._left[position], right)
 
     def __iter__(self):
-        return iter(self._rows)
+        return iter(self._index)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._index)
 
     def __contains__(self, cid: object) -> bool:
-        return cid in self._rows
+        return cid in self._index
 
 
 def _spec_key(name: str, params: Mapping) -> str:
@@ -159,12 +176,14 @@ class _Group:
     upper: list[int] = field(default_factory=list)
     args: list[Mapping] = field(default_factory=list)
     reach: int = 0
+    # The group's rows of PlanResult.fired: start, start + 1, ...
+    start: int = 0
 
     _prepared: OperatorArgs | None = None
 
     def prepared_args(self) -> OperatorArgs:
         """One value per row for each argument, checked once (ValueError
-        when a row's are wrong, on every run)."""
+        when a row's are wrong)."""
         if self._prepared is None:
             declared = OPERATORS[self.op].args
             names = set(declared).union(*(row.keys() for row in self.args))
@@ -178,6 +197,22 @@ class _Group:
                 stacked[name] = np.array(values, dtype=np.float64)
             self._prepared = prepare_args(self.op, stacked, 2)
         return self._prepared
+
+    def right_shape(self) -> int:
+        """The shape of every row's right side, as the operator requires it
+        (ValueError, as apply_operator's, when a row's is another)."""
+        kind = OPERATORS[self.op].right
+        if kind == "unary":
+            if self.right or self.lower:
+                raise ValueError(f"{self.op} takes no right-hand side")
+            return _NONE
+        if kind == "channel":
+            if self.right or len(self.lower) != len(self.ids):
+                raise ValueError(f"{self.op} needs right=(lower, upper)")
+            return _CHANNEL
+        if len(self.right) != len(self.ids):
+            raise ValueError(f"{self.op} needs a right-hand series")
+        return _VALUE
 
 
 class _Compiled:
@@ -213,15 +248,18 @@ class _Compiled:
         self.groups = list(groups.values())
         # The conditions in group order: the rows of PlanResult.fired.
         self.order = [cid for group in self.groups for cid in group.ids]
-        # How far back of the first bar needed each indicator must go: as
-        # far as the furthest-reaching operator that reads it.
-        self.spec_reach: dict[str, dict[str, int]] = {tf: {} for tf in self.specs}
+        # condition_id -> (row of PlanResult.fired, shape of its right side)
+        self.index: dict[str, tuple[int, int]] = {}
         for group in self.groups:
-            sources = self.sources[group.timeframe]
-            for row in (*group.left, *group.right, *group.lower, *group.upper):
-                if sources[row][0] == "indicator":
-                    reaches = self.spec_reach[group.timeframe]
-                    reaches[sources[row][1]] = max(reaches.get(sources[row][1], 0), group.reach)
+            group.start = len(self.index)
+            shape = group.right_shape()
+            group.prepared_args()
+            for cid in group.ids:
+                self.index[cid] = (len(self.index), shape)
+        self.layouts = {
+            timeframe: _Layout(self, timeframe)
+            for timeframe in dict.fromkeys(group.timeframe for group in self.groups)
+        }
 
     def _row(self, timeframe: str, operand: Mapping) -> int:
         kind = operand["kind"]
@@ -247,58 +285,158 @@ class _Compiled:
         return rows[key]
 
 
+def _indices(values: Iterable[int]) -> np.ndarray:
+    return np.fromiter(values, dtype=np.int64)
+
+
+class _Layout:
+    """One timeframe's share of a compiled plan, laid out as index arrays
+    once, so that a run builds nothing per condition or per operand.
+
+    Its operand table has a row per operand: price columns, constants and
+    indicator outputs. An indicator is computed on the tail its readers
+    need: as far back of the first bar evaluated as the furthest-reaching
+    operator that reads it.
+    """
+
+    def __init__(self, compiled: _Compiled, timeframe: str) -> None:
+        groups = [group for group in compiled.groups if group.timeframe == timeframe]
+        for group in groups:
+            if group.op not in POINTWISE and group.op not in UNARY:
+                raise ValueError(f"operator {group.op!r} is not implemented")  # catalog grew
+        sources = compiled.sources[timeframe]
+        self.row_count = len(sources)
+        self.reach = max(group.reach for group in groups)
+        self.conditions = sum(len(group.ids) for group in groups)
+        self.groups = len(groups)
+
+        spec_reach: dict[str, int] = {}
+        for group in groups:
+            for row in (*group.left, *group.right, *group.lower, *group.upper):
+                if sources[row][0] == "indicator":
+                    key = sources[row][1]
+                    spec_reach[key] = max(spec_reach.get(key, 0), group.reach)
+        outputs: dict[str, list[tuple[str, int]]] = {key: [] for key in spec_reach}
+        columns: list[tuple[int, int]] = []
+        constants: list[tuple[int, float]] = []
+        for row, source in enumerate(sources):
+            if source[0] == "indicator":
+                outputs[source[1]].append((source[2], row))
+            elif source[0] == "column":
+                columns.append((row, SOURCES.index(source[1])))
+            else:
+                constants.append((row, source[1]))
+        specs = compiled.specs.get(timeframe, {})
+        self.indicators = len(specs)
+        # The distinct indicator specs as the compiled loops take them.
+        numbers = [spec.numbers() for spec in specs.values()]
+        self.kinds = _indices(spec.kind for spec in specs.values())
+        self.params = np.array([whole for whole, _ in numbers], dtype=np.int64).reshape(-1, 3)
+        self.stds = np.array([std for _, std in numbers], dtype=np.float64)
+        self.warmups = _indices(spec.warmup for spec in specs.values())
+        self.spec_reach = _indices(spec_reach[key] for key in specs)
+        self.output_rows = np.full((len(specs), 5), -1, dtype=np.int64)
+        for index, (key, spec) in enumerate(specs.items()):
+            names = list(INDICATORS[spec.name].outputs)
+            for output, row in outputs[key]:
+                self.output_rows[index, names.index(output)] = row
+        self.column_rows = _indices(row for row, _ in columns)
+        self.column_sources = _indices(source for _, source in columns)
+        self.constant_rows = _indices(row for row, _ in constants)
+        self.constant_values = np.array([[value] for _, value in constants]).reshape(-1, 1)
+
+        # Every condition's operands, by its row of PlanResult.fired.
+        self.positions = _indices(
+            group.start + i for group in groups for i in range(len(group.ids))
+        )
+        self.left = _indices(row for group in groups for row in group.left)
+        valued = [group for group in groups if group.right or group.lower]
+        self.right_positions = _indices(
+            group.start + i for group in valued for i in range(len(group.ids))
+        )
+        self.right = _indices(row for group in valued for row in group.right or group.lower)
+        channels = [group for group in groups if group.lower]
+        self.upper_positions = _indices(
+            group.start + i for group in channels for i in range(len(group.ids))
+        )
+        self.upper = _indices(row for group in channels for row in group.upper)
+
+        # The operators of one bar (and the one before) in one compiled
+        # call, the movements and divergences in another.
+        pointwise = [group for group in groups if group.op in POINTWISE]
+        self.pointwise_positions = _indices(
+            group.start + i for group in pointwise for i in range(len(group.ids))
+        )
+        self.pointwise_codes = _indices(
+            POINTWISE[group.op] for group in pointwise for _ in group.ids
+        )
+        self.pointwise_left = _indices(row for group in pointwise for row in group.left)
+        self.pointwise_right = _indices(
+            row for group in pointwise for row in group.right or group.lower
+        )
+        self.pointwise_upper = _indices(
+            row for group in pointwise for row in group.upper or [-1] * len(group.ids)
+        )
+        unary = [group for group in groups if group.op in UNARY]
+        self.unary_positions = _indices(
+            group.start + i for group in unary for i in range(len(group.ids))
+        )
+        self.unary_codes = _indices(UNARY[group.op] for group in unary for _ in group.ids)
+        self.unary_left = _indices(row for group in unary for row in group.left)
+        arguments = [unary_arguments(group.prepared_args(), len(group.ids)) for group in unary]
+        self.unary_whole = _indices(value for whole, _ in arguments for value in whole)
+        self.unary_amount = np.array(
+            [value for _, amount in arguments for value in amount], dtype=np.float64
+        )
+
+
 class _Frame:
     """One timeframe's candles, its operand table from the first bar any
     condition reads, and how its bars map onto the base bars evaluated."""
 
-    def __init__(self, candles: pd.DataFrame, base_index: np.ndarray | None, needed: int) -> None:
+    def __init__(
+        self, candles: pd.DataFrame, base_index: np.ndarray | None, needed: int, reach: int
+    ) -> None:
         self.bar_count = len(candles)
         self.needed = needed  # the first bar whose condition results are asked for
         self.base_index = base_index  # None: this is the base timeframe
-        self.columns = candle_columns(candles)
-        self.start = self.bar_count
+        self.prices = candle_prices(candles)
+        self.start = max(0, needed - reach)
+        self.width = self.bar_count - self.start
         self.table = np.empty((0, 0))
 
-    def first_read(self, reach: int) -> int:
-        return max(0, self.needed - reach)
+    def fill(self, layout: _Layout) -> None:
+        start = self.start
+        self.table = table = np.empty((layout.row_count, self.width))
+        table[layout.column_rows] = self.prices[layout.column_sources, start:]
+        table[layout.constant_rows] = layout.constant_values
+        # Each indicator's tail reaches back as far as its readers read.
+        tails = self.bar_count - np.maximum(0, self.needed - layout.spec_reach)
+        tails_into(
+            table,
+            self.prices,
+            layout.kinds,
+            layout.params,
+            layout.stds,
+            layout.warmups,
+            tails,
+            layout.output_rows,
+        )
 
-    def fill(self, compiled: _Compiled, timeframe: str, stats: PlanStats) -> None:
-        groups = [group for group in compiled.groups if group.timeframe == timeframe]
-        self.start = min((self.first_read(group.reach) for group in groups), default=self.bar_count)
-        width = self.bar_count - self.start
-        indicators = {}
-        for key, spec in compiled.specs.get(timeframe, {}).items():
-            tail = self.bar_count - self.first_read(compiled.spec_reach[timeframe].get(key, 0))
-            indicators[key] = spec.tail(self.columns, tail)
-            stats.indicator_computations += 1
-        sources = compiled.sources.get(timeframe, [])
-        self.table = np.empty((len(sources), width))
-        for row, source in enumerate(sources):
-            if source[0] == "column":
-                self.table[row] = self.columns[source[1]][self.start :]
-            elif source[0] == "indicator":
-                values = indicators[source[1]][source[2]]
-                # Before its tail, no operator reading this row looks.
-                self.table[row, : width - len(values)] = np.nan
-                self.table[row, width - len(values) :] = values
-            else:
-                self.table[row] = source[1]
-
-    def read(self, rows: list[int], first: int) -> np.ndarray:
-        return self.table[rows, first - self.start :]
-
-    def prices(self, field: str, first: int) -> np.ndarray:
-        return self.columns[field][first:]
-
-    def to_base(self, values: np.ndarray, first: int, evaluated: int, fill) -> np.ndarray:
-        """`values` (rows x this frame's bars from `first`) on the base bars
-        evaluated (the last `evaluated`)."""
+    def base_columns(self, evaluated: int) -> np.ndarray:
+        """The table column of each base bar evaluated; -1 where none."""
         if self.base_index is None:
-            return values[:, values.shape[1] - evaluated :]
-        local = self.base_index - first
-        if values.shape[-1] == 0:
-            return np.full((*values.shape[:-1], len(local)), fill)
-        return np.where(local >= 0, values[..., np.maximum(local, 0)], fill)
+            return np.arange(self.width - evaluated, self.width)
+        return np.where(self.base_index >= 0, self.base_index - self.start, -1)
+
+    def on_base(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Table rows `rows` at the base bars evaluated, NaN where none."""
+        if self.base_index is None:
+            return self.table[rows, self.width - len(columns) :]
+        if self.width == 0:
+            return np.full((len(rows), len(columns)), np.nan)
+        values = self.table[rows[:, None], np.maximum(columns, 0)]
+        return np.where(columns >= 0, values, np.nan)
 
 
 class EvaluationPlan:
@@ -351,9 +489,9 @@ class EvaluationPlan:
         first = len(base_open) - evaluated
 
         frames: dict[str, _Frame] = {}
-        for timeframe in {base_timeframe, *self.timeframes}:
+        for timeframe, layout in compiled.layouts.items():
             if timeframe == base_timeframe:
-                frames[timeframe] = _Frame(base, None, first)
+                frames[timeframe] = _Frame(base, None, first, layout.reach)
                 continue
             frame = candles.get(timeframe)
             if frame is None:
@@ -367,59 +505,54 @@ class EvaluationPlan:
             )
             used = index[index >= 0]
             needed = 0 if last_bars is None else int(used.min()) if used.size else len(frame)
-            frames[timeframe] = _Frame(frame, index, needed)
+            frames[timeframe] = _Frame(frame, index, needed, layout.reach)
         started = time.perf_counter()
         for timeframe, frame in frames.items():
-            frame.fill(compiled, timeframe, stats)
+            frame.fill(compiled.layouts[timeframe])
+            stats.indicator_computations += compiled.layouts[timeframe].indicators
         filled = time.perf_counter()
 
-        rows: dict[str, tuple[_Outcome, int]] = {}
-        outcomes = []
-        for group in compiled.groups:
-            outcome = self._evaluate(group, frames[group.timeframe], evaluated)
-            outcomes.append(outcome)
-            for row, cid in enumerate(group.ids):
-                rows[cid] = (outcome, row)
-            stats.operator_calls += 1
-            stats.condition_evaluations += len(group.ids)
-        if outcomes:
-            fired = np.concatenate([outcome.fired for outcome in outcomes])
-        else:
-            fired = np.zeros((0, evaluated), dtype=bool)
+        count = len(compiled.order)
+        fired = np.empty((count, evaluated), dtype=bool)
+        left = np.empty((count, evaluated))
+        right = np.empty((count, evaluated))
+        upper = np.empty((count, evaluated))
+        for timeframe, frame in frames.items():
+            layout = compiled.layouts[timeframe]
+            columns = frame.base_columns(evaluated)
+            left[layout.positions] = frame.on_base(layout.left, columns)
+            right[layout.right_positions] = frame.on_base(layout.right, columns)
+            upper[layout.upper_positions] = frame.on_base(layout.upper, columns)
+            pointwise_into(
+                fired,
+                layout.pointwise_positions,
+                layout.pointwise_codes,
+                frame.table,
+                layout.pointwise_left,
+                layout.pointwise_right,
+                layout.pointwise_upper,
+                columns,
+            )
+            unary_into(
+                fired,
+                layout.unary_positions,
+                layout.unary_codes,
+                frame.table,
+                layout.unary_left,
+                layout.unary_whole,
+                layout.unary_amount,
+                frame.prices[_HIGH, frame.start :],
+                frame.prices[_LOW, frame.start :],
+                columns,
+            )
+            stats.operator_calls += layout.groups
+            stats.condition_evaluations += layout.conditions
         stats.indicator_seconds = filled - started
         stats.condition_seconds = time.perf_counter() - filled
         return PlanResult(
             base_open_time=base_open[first:],
-            series=_SeriesView(rows),
+            series=_SeriesView(compiled.index, fired, left, right, upper),
             stats=stats,
             fired=fired,
             fired_order=compiled.order,
         )
-
-    @staticmethod
-    def _evaluate(group: _Group, frame: _Frame, evaluated: int) -> _Outcome:
-        first = frame.first_read(group.reach)
-        left = frame.read(group.left, first)
-        if group.lower:
-            right = (frame.read(group.lower, first), frame.read(group.upper, first))
-        elif group.right:
-            right = frame.read(group.right, first)
-        else:
-            right = None
-        fired = apply_operator(
-            group.op,
-            left,
-            right,
-            group.prepared_args(),
-            high=frame.prices("high", first),
-            low=frame.prices("low", first),
-        )
-
-        def on_base(values: np.ndarray, fill) -> np.ndarray:
-            return frame.to_base(values, first, evaluated, fill)
-
-        if isinstance(right, tuple):
-            right = (on_base(right[0], np.nan), on_base(right[1], np.nan))
-        elif right is not None:
-            right = on_base(right, np.nan)
-        return _Outcome(on_base(fired, False), on_base(left, np.nan), right)

@@ -22,6 +22,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 
 from .errors import ConditionError
 from .normalize import condition_id, normalize_condition
@@ -318,8 +319,9 @@ class AlertBatch:
     the live evaluation asks each time bars close.
 
     The alerts' conditions are rows of one raw matrix (conditions x bars);
-    `rows` maps each condition_id to its row. Each step costs a few array
-    operations over all alerts, never a Python loop per alert.
+    `rows` maps each condition_id to its row. The alerts are laid out once
+    as arrays, and `holds` decides them all in one compiled call: a pair's
+    alerts cost microseconds, not a few array operations per step.
     """
 
     def __init__(self, alerts: Sequence[NormalizedAlert], rows: Mapping[str, int]) -> None:
@@ -330,27 +332,18 @@ class AlertBatch:
         self.steps = np.full((self.count, width), -1, dtype=np.int64)
         self.validity = np.ones((self.count, width), dtype=np.int64)
         self.joins_and = np.ones((self.count, width), dtype=bool)
-        kinds = []
+        self.kinds = np.empty(self.count, dtype=np.int64)
+        self.sequential = np.zeros(self.count, dtype=bool)
         for index, alert in enumerate(alerts):
             for position, step in enumerate(alert.steps):
                 self.steps[index, position] = rows[step.condition_id]
                 self.validity[index, position] = step.validity_bars
                 self.joins_and[index, position] = step.logic == "AND"
             if alert.mode == "simple":
-                kinds.append("simple_and" if alert.logic == "AND" else "simple_or")
+                self.kinds[index] = _SIMPLE_AND if alert.logic == "AND" else _SIMPLE_OR
             else:
-                kinds.append(alert.gate_logic or "fold")
-        self.padding = self.steps < 0
-        kinds_array = np.array(kinds, dtype=object)
-        self.simple_and = np.flatnonzero(kinds_array == "simple_and")
-        self.simple_or = np.flatnonzero(kinds_array == "simple_or")
-        self.playbooks = np.flatnonzero(~np.isin(kinds_array, ("simple_and", "simple_or")))
-        # Over the playbooks only: which gate each uses, which are sequential.
-        playbook_kinds = kinds_array[self.playbooks]
-        self.gates = {kind: playbook_kinds == kind for kind in ("ALL", "ANY", "fold")}
-        self.sequential = np.array(
-            [alerts[i].evaluation_order == "sequential" for i in self.playbooks], dtype=bool
-        )
+                self.kinds[index] = _GATES[alert.gate_logic]
+                self.sequential[index] = alert.evaluation_order == "sequential"
         # Bars of raw history, before the first bar asked for, that a
         # validity window can reach back to.
         self.history = int(self.validity.max()) - 1 if self.count and width else 0
@@ -362,66 +355,86 @@ class AlertBatch:
         Equal to `alert_signal` over the full history at those bars, given
         `raw` holds at least `bars + self.history` columns (or all of them).
         """
-        result = np.zeros((self.count, bars), dtype=bool)
         if not self.count or bars == 0:
-            return result
-        columns = raw.shape[1]
-        positions = np.arange(columns - bars, columns)
-        safe_steps = np.maximum(self.steps, 0)
-        for alerts, joins_and in ((self.simple_and, True), (self.simple_or, False)):
-            if alerts.size == 0:
-                continue
-            values = raw[safe_steps[alerts]][..., positions]
-            padding = self.padding[alerts][..., None]
-            if joins_and:
-                result[alerts] = np.all(values | padding, axis=1)
-            else:
-                result[alerts] = np.any(values & ~padding, axis=1)
-
-        playbooks = self.playbooks
-        if playbooks.size == 0:
-            return result
-        last_true = np.maximum.accumulate(np.where(raw, np.arange(columns), -1), axis=1)
-        last = last_true[safe_steps[playbooks]][..., positions]  # alerts x steps x bars
-        padding = self.padding[playbooks][..., None]
-        valid = (
-            (last >= 0) & (last >= positions - self.validity[playbooks][..., None] + 1) & ~padding
+            return np.zeros((self.count, bars), dtype=bool)
+        return _batch_holds(
+            raw, bars, self.steps, self.validity, self.joins_and, self.kinds, self.sequential
         )
-        playbook_holds = np.zeros((playbooks.size, bars), dtype=bool)
-        chosen = self.gates["ALL"]
-        if chosen.any():
-            playbook_holds[chosen] = np.all(valid[chosen] | padding[chosen], axis=1)
-        chosen = self.gates["ANY"]
-        if chosen.any():
-            playbook_holds[chosen] = np.any(valid[chosen], axis=1)
-        chosen = self.gates["fold"]
-        if chosen.any():
-            playbook_holds[chosen] = self._folded(valid[chosen], playbooks[chosen])
-        if self.sequential.any():
-            sequential = self.sequential
-            playbook_holds[sequential] &= self._in_order(valid[sequential], last[sequential])
-        result[playbooks] = playbook_holds
-        return result
 
-    def _folded(self, valid: np.ndarray, alerts: np.ndarray) -> np.ndarray:
-        # Each step joins the result so far by its own logic; a padding step
-        # leaves it as it is.
-        holds = valid[:, 0].copy()
-        for position in range(1, valid.shape[1]):
-            joins_and = self.joins_and[alerts, position][:, None]
-            joined = np.where(joins_and, holds & valid[:, position], holds | valid[:, position])
-            holds = np.where(self.padding[alerts, position][:, None], holds, joined)
-        return holds
 
-    @staticmethod
-    def _in_order(valid: np.ndarray, last: np.ndarray) -> np.ndarray:
-        in_order = np.ones((valid.shape[0], valid.shape[2]), dtype=bool)
-        latest = np.full(in_order.shape, -1)
-        for position in range(valid.shape[1]):
-            step_valid, step_last = valid[:, position], last[:, position]
-            in_order &= ~step_valid | (step_last >= latest)
-            latest = np.where(step_valid, np.maximum(latest, step_last), latest)
-        return in_order
+_SIMPLE_AND, _SIMPLE_OR, _GATE_ALL, _GATE_ANY, _FOLD = range(5)
+_GATES = {"ALL": _GATE_ALL, "ANY": _GATE_ANY, None: _FOLD}
+
+
+@njit(cache=True)
+def _batch_holds(
+    raw: np.ndarray,
+    bars: int,
+    steps: np.ndarray,
+    validity: np.ndarray,
+    joins_and: np.ndarray,
+    kinds: np.ndarray,
+    sequential: np.ndarray,
+) -> np.ndarray:
+    """AlertBatch.holds: alert_signal's rules, one alert and bar at a time."""
+    count, width = steps.shape
+    columns = raw.shape[1]
+    first = columns - bars
+    result = np.zeros((count, bars), dtype=np.bool_)
+    # Per step of one playbook: the last column at or before each bar asked
+    # for where its condition held (-1: never).
+    last = np.full((width, bars), -1, dtype=np.int64)
+    for alert in range(count):
+        kind = kinds[alert]
+        if kind in (_SIMPLE_AND, _SIMPLE_OR):
+            for bar in range(bars):
+                holds = kind == _SIMPLE_AND
+                for position in range(width):
+                    row = steps[alert, position]
+                    if row < 0:
+                        continue
+                    if kind == _SIMPLE_AND:
+                        holds = holds and raw[row, first + bar]
+                    else:
+                        holds = holds or raw[row, first + bar]
+                result[alert, bar] = holds
+            continue
+        for position in range(width):
+            row = steps[alert, position]
+            if row < 0:
+                continue
+            seen = -1
+            for column in range(columns):
+                if raw[row, column]:
+                    seen = column
+                if column >= first:
+                    last[position, column - first] = seen
+        for bar in range(bars):
+            column = first + bar
+            holds = kind == _GATE_ALL
+            in_order = True
+            latest = -1
+            for position in range(width):
+                row = steps[alert, position]
+                if row < 0:
+                    continue
+                seen = last[position, bar]
+                valid = seen >= 0 and seen >= column - validity[alert, position] + 1
+                if kind == _GATE_ALL:
+                    holds = holds and valid
+                elif kind == _GATE_ANY:
+                    holds = holds or valid
+                elif position == 0:
+                    holds = valid
+                elif joins_and[alert, position]:
+                    holds = holds and valid
+                else:
+                    holds = holds or valid
+                if valid:
+                    in_order = in_order and seen >= latest
+                    latest = max(latest, seen)
+            result[alert, bar] = holds and (in_order or not sequential[alert])
+    return result
 
 
 def fire_bars(fire_mode: str, signal: np.ndarray) -> np.ndarray:
