@@ -38,17 +38,26 @@ def user_bot_channel(user_id: int, bot_id: int) -> str:
 def publish(channels: list[str], event: dict) -> int:
     """Publish one JSON event on each channel; returns how many were sent.
     A Redis failure is logged, never raised: the bus is best effort."""
+    return publish_many([(channels, event)])
+
+
+def publish_many(events: list[tuple[list[str], dict]]) -> int:
+    """`publish` for many events in one round trip."""
     client = _client()
-    body = json.dumps(event, default=str, separators=(",", ":"))
+    kinds = sorted({event.get("event_type", "?") for _, event in events})
     if client is None:
-        logger.debug("event %s on %s (no Redis: not published)", event.get("event_type"), channels)
+        logger.debug("%d event(s) %s (no Redis: not published)", len(events), kinds)
         return 0
-    try:
-        pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=False)
+    sent = 0
+    for channels, event in events:
+        body = json.dumps(event, default=str, separators=(",", ":"))
         for channel in channels:
             pipe.publish(channel, body)
+            sent += 1
+    try:
         pipe.execute()
     except redis.RedisError as exc:
-        logger.warning("event %s not published: %s", event.get("event_type"), exc)
+        logger.warning("%d event(s) %s not published: %s", len(events), kinds, exc)
         return 0
-    return len(channels)
+    return sent

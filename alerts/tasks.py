@@ -57,8 +57,14 @@ def process_outbox(self, message_id: int) -> None:
 @shared_task(ignore_result=True)
 def process_outbox_batch(message_ids: list[int]) -> None:
     """A task per evaluation rather than per message: the per-task overhead was
-    most of a notification's cost. A message that fails is retried alone."""
-    for message_id in message_ids:
+    most of a notification's cost. Alert triggers are done together; should
+    that fail, and for every other message, each is done (and retried) alone."""
+    try:
+        rest = dispatch.process_alert_trigger_batch(message_ids)
+    except Exception:
+        logger.exception("outbox batch failed; doing its messages one by one")
+        rest = message_ids
+    for message_id in rest:
         try:
             dispatch.process_outbox(message_id)
         except Exception as exc:

@@ -76,3 +76,31 @@ def test_the_sweeper_requeues_a_webhook_retry_the_broker_lost(live, receiver, se
     assert [(r.attempt, r.outcome) for r in rows] == [(1, "retrying"), (2, "delivered")]
     assert receiver.count() == 2
     assert dispatch.sweep_outbox() == 0
+
+
+def test_a_batch_notifies_every_alert_once_posts_each_webhook_once_and_leaves_bot_work_to_its_handler(
+    live, receiver, django_capture_on_commit_callbacks
+):
+    notified = [RegisteredAlertFactory() for _ in range(3)]
+    hooked = RegisteredAlertFactory(action={"type": "webhook", "url": receiver.url})
+    # The trigger of an alert deleted since: its message is done, with nothing to do.
+    gone = RegisteredAlertFactory()
+    evaluation.evaluate_symbol("ETHBTC", "5m")
+    ids = list(OutboxMessage.objects.values_list("pk", flat=True))
+    assert len(ids) == 5
+    gone.delete()
+    other = OutboxMessage.objects.create(topic="unknown", key="unknown:1", payload={})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.process_outbox_batch([*ids, other.pk])
+        tasks.process_outbox_batch(ids)  # the sweeper sends it again
+
+    for alert in [*notified, hooked]:
+        assert Notification.objects.filter(trigger__alert=alert).count() == 1
+    assert Notification.objects.count() == 4
+    assert receiver.count() == 1
+    assert WebhookDelivery.objects.get().trigger.alert == hooked
+    done = OutboxMessage.objects.filter(pk__in=ids)
+    assert all(message.done_at is not None and message.attempts == 1 for message in done)
+    other.refresh_from_db()
+    assert other.done_at is None and other.last_error == "unknown topic unknown"
