@@ -181,15 +181,46 @@ def simple_average(values: np.ndarray, length: int) -> np.ndarray:
 
 @njit(cache=True)
 def macd_lines(close: np.ndarray, fast: int, slow: int, signal: int):
-    """(line, signal, histogram), fast < slow."""
-    slow_ema = seeded_recursion(close, slow, False)
-    fast_ema = np.full(close.size, np.nan)
-    # Starting the fast EMA slow - fast bars in puts its seed, the average of
-    # the fast closes ending at bar slow - 1, where TA-Lib puts it.
-    fast_ema[slow - fast :] = seeded_recursion(close[slow - fast :], fast, False)
-    line = fast_ema - slow_ema
-    signal_line = np.full(close.size, np.nan)
-    signal_line[slow - 1 :] = seeded_recursion(line[slow - 1 :].copy(), signal, False)
+    """(line, signal, histogram), fast <= slow.
+
+    The three EMAs of `seeded_recursion` in one pass: each update waits on
+    its own previous value only, so the processor runs the three at once.
+    The fast EMA is seeded at the bar where the slow one starts, with the
+    average of the fast closes ending there, as TA-Lib seeds it; the signal
+    on the first `signal` values of the line."""
+    size = close.size
+    line = np.full(size, np.nan)
+    signal_line = np.full(size, np.nan)
+    if size < slow:
+        return line, signal_line, line - signal_line
+    slow_total = 0.0
+    for i in range(slow):
+        slow_total += close[i]
+    fast_total = 0.0
+    for i in range(slow - fast, slow):
+        fast_total += close[i]
+    slow_ema = slow_total / slow
+    fast_ema = fast_total / fast
+    slow_factor = 2.0 / (slow + 1)
+    fast_factor = 2.0 / (fast + 1)
+    signal_factor = 2.0 / (signal + 1)
+    signal_seed = slow - 2 + signal
+    signal_total = 0.0
+    signal_ema = np.nan
+    for i in range(slow - 1, size):
+        if i >= slow:
+            slow_ema = (close[i] - slow_ema) * slow_factor + slow_ema
+            fast_ema = (close[i] - fast_ema) * fast_factor + fast_ema
+        value = fast_ema - slow_ema
+        line[i] = value
+        if i < signal_seed:
+            signal_total += value
+            continue
+        if i == signal_seed:
+            signal_ema = (signal_total + value) / signal
+        else:
+            signal_ema = (value - signal_ema) * signal_factor + signal_ema
+        signal_line[i] = signal_ema
     return line, signal_line, line - signal_line
 
 

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from .catalog import INDICATORS, OPERATORS, SOURCES
 from .indicator_loops import tails_into
-from .indicators import IndicatorSpec, candle_prices
+from .indicators import IndicatorSpec, candle_arrays
 from .normalize import condition_id as make_condition_id
 from .operators import (
     POINTWISE,
@@ -108,26 +109,31 @@ class PlanResult:
 
 class _SeriesView(Mapping):
     """condition_id -> ConditionSeries, made on demand from the run's
-    matrices: the live path reads most conditions as matrix rows only."""
+    matrices: the live path reads most conditions as matrix rows only, and
+    the operands' values only when it reads a series (`operands` makes
+    them, on the first read)."""
 
     def __init__(
         self,
         index: Mapping[str, tuple[int, int]],
         fired: np.ndarray,
-        left: np.ndarray,
-        right: np.ndarray,
-        upper: np.ndarray,
+        operands: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]],
     ) -> None:
         self._index = index
-        self._fired, self._left, self._right, self._upper = fired, left, right, upper
+        self._fired = fired
+        self._operands = operands
+        self._values: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __getitem__(self, cid: str) -> ConditionSeries:
         position, shape = self._index[cid]
+        if self._values is None:
+            self._values = self._operands()
+        left, right, upper = self._values
         if shape == _CHANNEL:
-            right = (self._right[position], self._upper[position])
+            right = (right[position], upper[position])
         else:
-            right = self._right[position] if shape == _VALUE else None
-        return ConditionSeries(self._fired[position], self._left[position], right)
+            right = right[position] if shape == _VALUE else None
+        return ConditionSeries(self._fired[position], left[position], right)
 
     def __iter__(self):
         return iter(self._index)
@@ -395,15 +401,20 @@ class _Frame:
     condition reads, and how its bars map onto the base bars evaluated."""
 
     def __init__(
-        self, candles: pd.DataFrame, base_index: np.ndarray | None, needed: int, reach: int
+        self, prices: np.ndarray, base_index: np.ndarray | None, needed: int, reach: int
     ) -> None:
-        self.bar_count = len(candles)
+        self.prices = prices  # candle_prices
+        self.bar_count = prices.shape[1]
         self.needed = needed  # the first bar whose condition results are asked for
         self.base_index = base_index  # None: this is the base timeframe
-        self.prices = candle_prices(candles)
         self.start = max(0, needed - reach)
         self.width = self.bar_count - self.start
         self.table = np.empty((0, 0))
+        # The table column of each base bar evaluated; -1 where none.
+        if base_index is None:
+            self.columns = np.arange(needed - self.start, self.width)
+        else:
+            self.columns = np.where(base_index >= 0, base_index - self.start, -1)
 
     def fill(self, layout: _Layout) -> None:
         start = self.start
@@ -423,20 +434,32 @@ class _Frame:
             layout.output_rows,
         )
 
-    def base_columns(self, evaluated: int) -> np.ndarray:
-        """The table column of each base bar evaluated; -1 where none."""
-        if self.base_index is None:
-            return np.arange(self.width - evaluated, self.width)
-        return np.where(self.base_index >= 0, self.base_index - self.start, -1)
-
-    def on_base(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    def on_base(self, rows: np.ndarray) -> np.ndarray:
         """Table rows `rows` at the base bars evaluated, NaN where none."""
+        columns = self.columns
         if self.base_index is None:
             return self.table[rows, self.width - len(columns) :]
         if self.width == 0:
             return np.full((len(rows), len(columns)), np.nan)
         values = self.table[rows[:, None], np.maximum(columns, 0)]
         return np.where(columns >= 0, values, np.nan)
+
+
+def _operands(
+    compiled: _Compiled, frames: Mapping[str, _Frame], evaluated: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every condition's left, right (a channel's lower) and upper operand at
+    the base bars evaluated, rows as PlanResult.fired's."""
+    count = len(compiled.order)
+    left = np.empty((count, evaluated))
+    right = np.empty((count, evaluated))
+    upper = np.empty((count, evaluated))
+    for timeframe, frame in frames.items():
+        layout = compiled.layouts[timeframe]
+        left[layout.positions] = frame.on_base(layout.left)
+        right[layout.right_positions] = frame.on_base(layout.right)
+        upper[layout.upper_positions] = frame.on_base(layout.upper)
+    return left, right, upper
 
 
 class EvaluationPlan:
@@ -484,45 +507,33 @@ class EvaluationPlan:
         compiled = self._compile()
         stats = PlanStats(conditions=len(self.conditions))
         base = candles[base_timeframe]
-        base_open = base["open_time"].to_numpy(dtype=np.int64)
+        base_open, base_prices = candle_arrays(base)
         evaluated = len(base_open) if last_bars is None else max(0, min(last_bars, len(base_open)))
         first = len(base_open) - evaluated
 
         frames: dict[str, _Frame] = {}
         for timeframe, layout in compiled.layouts.items():
             if timeframe == base_timeframe:
-                frames[timeframe] = _Frame(base, None, first, layout.reach)
+                frames[timeframe] = _Frame(base_prices, None, first, layout.reach)
                 continue
             frame = candles.get(timeframe)
             if frame is None:
                 frame = resample(base, timeframe)
                 stats.resamples += 1
-            index = align_to_base(
-                base_open[first:],
-                base_timeframe,
-                frame["open_time"].to_numpy(dtype=np.int64),
-                timeframe,
-            )
+            open_time, prices = candle_arrays(frame)
+            index = align_to_base(base_open[first:], base_timeframe, open_time, timeframe)
             used = index[index >= 0]
-            needed = 0 if last_bars is None else int(used.min()) if used.size else len(frame)
-            frames[timeframe] = _Frame(frame, index, needed, layout.reach)
+            needed = 0 if last_bars is None else int(used.min()) if used.size else len(open_time)
+            frames[timeframe] = _Frame(prices, index, needed, layout.reach)
         started = time.perf_counter()
         for timeframe, frame in frames.items():
             frame.fill(compiled.layouts[timeframe])
             stats.indicator_computations += compiled.layouts[timeframe].indicators
         filled = time.perf_counter()
 
-        count = len(compiled.order)
-        fired = np.empty((count, evaluated), dtype=bool)
-        left = np.empty((count, evaluated))
-        right = np.empty((count, evaluated))
-        upper = np.empty((count, evaluated))
+        fired = np.empty((len(compiled.order), evaluated), dtype=bool)
         for timeframe, frame in frames.items():
             layout = compiled.layouts[timeframe]
-            columns = frame.base_columns(evaluated)
-            left[layout.positions] = frame.on_base(layout.left, columns)
-            right[layout.right_positions] = frame.on_base(layout.right, columns)
-            upper[layout.upper_positions] = frame.on_base(layout.upper, columns)
             pointwise_into(
                 fired,
                 layout.pointwise_positions,
@@ -531,7 +542,7 @@ class EvaluationPlan:
                 layout.pointwise_left,
                 layout.pointwise_right,
                 layout.pointwise_upper,
-                columns,
+                frame.columns,
             )
             unary_into(
                 fired,
@@ -543,7 +554,7 @@ class EvaluationPlan:
                 layout.unary_amount,
                 frame.prices[_HIGH, frame.start :],
                 frame.prices[_LOW, frame.start :],
-                columns,
+                frame.columns,
             )
             stats.operator_calls += layout.groups
             stats.condition_evaluations += layout.conditions
@@ -551,7 +562,9 @@ class EvaluationPlan:
         stats.condition_seconds = time.perf_counter() - filled
         return PlanResult(
             base_open_time=base_open[first:],
-            series=_SeriesView(compiled.index, fired, left, right, upper),
+            series=_SeriesView(
+                compiled.index, fired, partial(_operands, compiled, frames, evaluated)
+            ),
             stats=stats,
             fired=fired,
             fired_order=compiled.order,

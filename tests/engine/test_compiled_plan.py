@@ -2,7 +2,9 @@
 stand for, and the pair evaluator over candles that move on, bar by bar.
 
 - `tails_into` (every indicator of a timeframe in one call) against
-  `compute_indicator`;
+  `compute_indicator`, and MACD's three EMAs in one pass against three
+  `seeded_recursion`s;
+- `candle_arrays` (a frame in one conversion) against its columns;
 - `pointwise_into` and `unary_into` (every operator of a timeframe in two
   calls) against `apply_operator`, over NaNs and bars with no value;
 - the pair evaluator, kept from one bar to the next over a real klines
@@ -22,8 +24,13 @@ from conditions.bench.market import GeneratedMarket
 from conditions.bench.scenario import generate_alerts, normalized
 from conditions.engine.candles import load_candles
 from conditions.engine.catalog import INDICATORS
-from conditions.engine.indicator_loops import tails_into
-from conditions.engine.indicators import IndicatorSpec, candle_prices, compute_indicator
+from conditions.engine.indicator_loops import macd_lines, seeded_recursion, tails_into
+from conditions.engine.indicators import (
+    IndicatorSpec,
+    candle_arrays,
+    candle_prices,
+    compute_indicator,
+)
 from conditions.engine.live import PairEvaluator
 from conditions.engine.operators import (
     POINTWISE,
@@ -88,6 +95,51 @@ def test_tails_into_writes_the_end_of_every_indicator(ethbtc, size) -> None:
         full = compute_indicator(candles, spec.name, spec.params)[output]
         expected = np.concatenate((np.full(width - tail, np.nan), full[size - tail :]))
         assert same_bits(expected, table[row]), f"{case_id(CASES[index])} {output}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(0, 90),
+    lengths=st.lists(st.integers(1, 30), min_size=2, max_size=2),
+    signal=st.integers(1, 15),
+    gap=st.booleans(),
+)
+def test_macd_lines_are_three_seeded_recursions(seed, size, lengths, signal, gap) -> None:
+    # Given closes, one of them missing or not, and MACD lengths
+    rng = np.random.default_rng(seed)
+    close = 100 + np.cumsum(rng.normal(size=size))
+    if gap and size:
+        close[rng.integers(size)] = np.nan
+    fast, slow = sorted(lengths)
+
+    # When the three EMAs run in one pass
+    line, signal_line, histogram = macd_lines(close, fast, slow, signal)
+
+    # Then they are TA-Lib's: the fast EMA seeded where the slow one starts,
+    # the signal on the line from there
+    slow_ema = seeded_recursion(close, slow, False)
+    fast_ema = np.full(size, np.nan)
+    fast_ema[slow - fast :] = seeded_recursion(close[slow - fast :], fast, False)
+    expected_line = fast_ema - slow_ema
+    expected_signal = np.full(size, np.nan)
+    expected_signal[slow - 1 :] = seeded_recursion(expected_line[slow - 1 :], signal, False)
+    assert same_bits(expected_line, line)
+    assert same_bits(expected_signal, signal_line)
+    assert same_bits(expected_line - expected_signal, histogram)
+
+
+@pytest.mark.parametrize("reordered", [False, True])
+def test_candle_arrays_are_the_frames_columns(ethbtc, reordered) -> None:
+    candles = ethbtc.iloc[:500]
+    if reordered:
+        candles = candles[["close", "open_time", "volume", "low", "high", "open"]]
+
+    open_time, prices = candle_arrays(candles)
+
+    expected = candles["open_time"].to_numpy()
+    assert open_time.dtype == np.int64 and np.array_equal(open_time, expected)
+    assert prices.flags.c_contiguous and same_bits(candle_prices(candles), prices)
 
 
 # --- operators ---------------------------------------------------------------------
