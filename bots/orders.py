@@ -12,9 +12,11 @@ chain that publishes its next step twice never places a second order.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from . import deals
@@ -228,16 +230,17 @@ def cancel_order(order_id: int) -> None:
     apply_state(order.pk, state)
 
 
-def reconcile_orders(limit: int = 500) -> int:
+def reconcile_orders(limit: int = 500, settle_s: float = 0.0) -> int:
     """Bring orders we are unsure of up to date: `submitted` ones (answer
-    lost), resting limits (filled meanwhile?), and `new` ones never sent."""
+    lost), resting limits (filled meanwhile?), and `new` ones never sent.
+
+    A `new` or `submitted` order changed less than `settle_s` ago still has
+    its place_order task on the way: it is left to it, so that a burst of
+    entries is placed by every worker at once rather than by this loop alone."""
+    settled = timezone.now() - timedelta(seconds=settle_s)
     pending = Order.objects.filter(
-        status__in=[
-            Order.Status.SUBMITTED,
-            Order.Status.OPEN,
-            Order.Status.PARTIALLY_FILLED,
-            Order.Status.NEW,
-        ]
+        Q(status__in=[Order.Status.OPEN, Order.Status.PARTIALLY_FILLED])
+        | Q(status__in=[Order.Status.SUBMITTED, Order.Status.NEW], updated_at__lte=settled)
     ).select_related("deal__bot__account")[:limit]
     touched = 0
     for order in pending:

@@ -6,6 +6,8 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
+from django.core.cache import cache
 
 from . import orders, services
 from .exchanges.base import ExchangeRateLimited
@@ -50,17 +52,37 @@ def enter_asap(bot_id: int) -> None:
     services.enter_asap(bot_id, market().source.server_time_ms())
 
 
+# Beat queues a reconciliation every RECONCILE_INTERVAL_S whether or not the
+# last one has finished; a beat run that finds another under way does nothing.
+RECONCILE_LOCK = "bots:reconcile-orders"
+RECONCILE_LOCK_S = 300
+
+
 @shared_task(ignore_result=True)
-def reconcile_orders() -> int:
-    """Beat: orders we are unsure of, then asap bots that may enter again."""
+def reconcile_orders(settle_s: float | None = None) -> int:
+    """Orders we are unsure of, then asap bots that may enter again. From
+    beat (`settle_s` None): one run at a time, and orders changed in the
+    last ORDER_SETTLE_S left to their own tasks."""
+    if settle_s is not None:
+        return _reconcile(settle_s)
+    if not cache.add(RECONCILE_LOCK, 1, timeout=RECONCILE_LOCK_S):
+        return 0
+    try:
+        return _reconcile(settings.ORDER_SETTLE_S)
+    finally:
+        cache.delete(RECONCILE_LOCK)
+
+
+def _reconcile(settle_s: float) -> int:
     from alerts.evaluation import market
 
-    touched = orders.reconcile_orders()
+    touched = orders.reconcile_orders(settle_s=settle_s)
     services.enter_asap_bots(market().source.server_time_ms())
     return touched
 
 
 @worker_ready.connect
 def reconcile_at_start(sender=None, **kwargs) -> None:
-    # Orders a previous worker left in `submitted` are looked up before anything else.
-    reconcile_orders.delay()
+    # Orders a previous worker left in `new` or `submitted` are looked up
+    # before anything else, however recent: nothing else will send them.
+    reconcile_orders.delay(settle_s=0)

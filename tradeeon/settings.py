@@ -261,6 +261,8 @@ EVALUATION_EXPIRES_S = env_int("EVALUATION_EXPIRES_S", 30)
 # Outbox work sent but not done after this long is presumed lost with its
 # worker (or the broker) and sent again by the sweeper.
 OUTBOX_SWEEP_AFTER_S = float(env_str("OUTBOX_SWEEP_AFTER_S", "30"))
+# A new or submitted order younger than this is left to its own place_order task by reconciliation.
+ORDER_SETTLE_S = float(env_str("ORDER_SETTLE_S", "30"))
 
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.test import override_settings
+from django.utils import timezone
 
 from alerts.evaluation import market
-from bots import deals, orders
+from bots import deals, orders, tasks
 from bots.models import Order
 from conditions.marketdata.stub import run_stub
 from tests.conftest import KLINES_DIR
@@ -196,3 +199,37 @@ def test_an_order_below_the_minimum_is_refused_with_a_reason_and_never_sent(
     assert stub.request_count("/api/v3/order") == 0
     deal.refresh_from_db()
     assert (deal.state, deal.close_reason) == ("closed", "failed")
+
+
+@pytest.mark.django_db
+def test_beat_reconciliation_leaves_a_fresh_order_to_its_task_and_places_a_forgotten_one_once(
+    stub, base_order, django_capture_on_commit_callbacks, settings
+):
+    settings.ORDER_SETTLE_S = 30
+
+    def reconcile() -> int:
+        with django_capture_on_commit_callbacks(execute=False):
+            touched = tasks.reconcile_orders()
+        base_order.refresh_from_db()
+        return touched
+
+    # while the order's own place_order task is on its way, beat leaves it alone
+    reconcile()
+    assert base_order.status == "new"
+    assert stub.orders.count(base_order.client_order_id) == 0
+
+    # the task was lost; a run that finds another under way still does nothing
+    Order.objects.filter(pk=base_order.pk).update(updated_at=timezone.now() - timedelta(minutes=1))
+    cache.add(tasks.RECONCILE_LOCK, 1)
+    try:
+        assert reconcile() == 0
+    finally:
+        cache.delete(tasks.RECONCILE_LOCK)
+    assert stub.orders.count(base_order.client_order_id) == 0
+
+    # the next run places it, once
+    assert reconcile() == 1
+    assert base_order.status == "filled"
+    assert stub.orders.count(base_order.client_order_id) == 1
+    assert reconcile() == 0
+    assert stub.orders.count(base_order.client_order_id) == 1
