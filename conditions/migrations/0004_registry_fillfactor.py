@@ -4,7 +4,8 @@ Each evaluation updates the counters of every condition it evaluated, about
 100,000 rows a cycle at scale. With half of each page kept free, PostgreSQL
 writes the new row version into the same page without touching the
 registry's indexes (a heap-only tuple); with full pages every update moves
-the row and inserts into each of its three indexes, about ten times the cost.
+the row and inserts into each of its three indexes: seven to nine times the
+cost, measured on 105,000 rows.
 """
 
 from django.db import migrations
