@@ -1,11 +1,27 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 KLINES_DIR = Path(__file__).parent / "data" / "klines"
+
+
+def manage(*args: str | Path, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    """`python manage.py *args` in a process of its own, as an operator runs it,
+    with `env` over this process's environment."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, "CELERY_SKIP_CHECKS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")

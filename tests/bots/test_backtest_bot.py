@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,11 +20,10 @@ from bots.simulate import backtest_bot
 from conditions.engine.backtest import CandleSet, run_backtest
 from conditions.engine.candles import load_candles
 from conditions.engine.errors import ConditionError
+from tests.conftest import KLINES_DIR, manage
 
 D = Decimal
 FEE = D("0.001")
-REPO = Path(__file__).resolve().parents[2]
-KLINES = REPO / "tests" / "data" / "klines"
 FIVE_MINUTES_MS = 300_000
 
 
@@ -65,7 +63,7 @@ class Candles:
 
 @pytest.fixture(scope="module")
 def ethbtc() -> Candles:
-    return Candles.of(load_candles(KLINES / "ETHBTC-5m.csv"))
+    return Candles.of(load_candles(KLINES_DIR / "ETHBTC-5m.csv"))
 
 
 def backtest(candles: Candles, **bot) -> dict:
@@ -552,21 +550,7 @@ def test_several_deals_open_one_per_bar_up_to_max_active_deals():
 def run_command(tmp_path: Path, bot: dict | str, candles: Path) -> subprocess.CompletedProcess:
     bot_file = tmp_path / "bot.json"
     bot_file.write_text(bot if isinstance(bot, str) else json.dumps(bot))
-    return subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "backtest_bot",
-            "--candles",
-            str(candles),
-            "--bot",
-            str(bot_file),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return manage("backtest_bot", "--candles", candles, "--bot", bot_file, timeout=120)
 
 
 COMMAND_BOT = {
@@ -582,7 +566,7 @@ COMMAND_BOT = {
 
 
 def test_the_command_prints_one_json_document_in_the_documented_shape(tmp_path):
-    result = run_command(tmp_path, COMMAND_BOT, KLINES / "ETHBTC-5m.csv")
+    result = run_command(tmp_path, COMMAND_BOT, KLINES_DIR / "ETHBTC-5m.csv")
 
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
@@ -613,7 +597,7 @@ def test_the_command_prints_one_json_document_in_the_documented_shape(tmp_path):
 
 
 def test_bad_input_is_one_line_on_stderr_and_exit_code_2(tmp_path):
-    result = run_command(tmp_path, {**COMMAND_BOT, "takeprofit": 2}, KLINES / "ETHBTC-5m.csv")
+    result = run_command(tmp_path, {**COMMAND_BOT, "takeprofit": 2}, KLINES_DIR / "ETHBTC-5m.csv")
 
     assert result.returncode == 2
     assert result.stdout == ""

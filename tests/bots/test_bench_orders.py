@@ -3,27 +3,18 @@ one exchange order per bot; what it cannot measure honestly it refuses."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-from tests.pipeline.conftest import REPO
+from tests.conftest import manage
 
 pytestmark = pytest.mark.worker
 
 
 def bench(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "manage.py"), "bench_orders", *args],
-        cwd=REPO,
-        env={**os.environ, "CELERY_SKIP_CHECKS": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    return manage("bench_orders", *args, **env)
 
 
 def test_it_refuses_sqlite_in_one_line_with_exit_2(tmp_path):

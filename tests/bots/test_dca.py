@@ -10,7 +10,6 @@ import subprocess
 import sys
 from decimal import Decimal
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 from hypothesis import assume, given
@@ -35,9 +34,9 @@ from bots.fills import (
     market_buy,
     market_sell,
 )
+from tests.conftest import REPO
 
 D = Decimal
-REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"base_order_size": "100", "take_profit": "1.5"}
 WITH_SAFETY_ORDERS = {
     **MINIMAL,

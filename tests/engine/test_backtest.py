@@ -12,7 +12,6 @@ import json
 import math
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,11 +27,10 @@ from conditions.engine.catalog import OPERATORS
 from conditions.engine.errors import ConditionError
 from conditions.engine.normalize import canonical_json
 from conditions.management.commands.backtest import read_candle_sets
+from tests.conftest import KLINES_DIR, manage
 from tradeeon.cli import InputError
 
-REPO = Path(__file__).resolve().parents[2]
-KLINES = REPO / "tests" / "data" / "klines"
-ETHBTC_5M = KLINES / "ETHBTC-5m.csv"
+ETHBTC_5M = KLINES_DIR / "ETHBTC-5m.csv"
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 Right = np.ndarray | tuple[np.ndarray, np.ndarray] | None
@@ -393,8 +391,7 @@ def test_it_refuses_candles_that_do_not_fit_the_alert(
 
 
 def backtest_command(*args: str | Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(REPO / "manage.py"), "backtest", *map(str, args)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    return manage("backtest", *args, timeout=120)
 
 
 PLAYBOOK_ALERT = {
@@ -465,7 +462,7 @@ def test_the_command_prints_the_section_8_document(
     alert: dict, timeframes: list[str], triggers: int,
 ) -> None:  # fmt: skip
     symbol, timeframe = file.split("-")
-    candles = ["--candles", KLINES / f"{file}.csv"]
+    candles = ["--candles", KLINES_DIR / f"{file}.csv"]
     if as_binance_rows:
         rows = write_binance_rows(tmp_path / "download.json", klines[file])
         candles = ["--candles", rows, "--symbol", symbol.lower(), "--timeframe", "1min", "--indent", "1"]  # fmt: skip
@@ -535,7 +532,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list], str]] = {
         "base_timeframe: unknown timeframe '90m'",
     ),
     "missing file": (
-        with_alert(RSI_ALERT, candles=KLINES / "ETHBTC-1h.csv"),
+        with_alert(RSI_ALERT, candles=KLINES_DIR / "ETHBTC-1h.csv"),
         "ETHBTC-1h.csv: no such candle file",
     ),
     "symbol mismatch": (

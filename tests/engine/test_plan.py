@@ -15,7 +15,6 @@ import random
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,8 +24,8 @@ import talib
 from conditions.engine.backtest import CandleSet, run_backtest
 from conditions.engine.normalize import canonical_json, condition_id, normalize_condition
 from conditions.engine.plan import ConditionSeries, EvaluationPlan
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 

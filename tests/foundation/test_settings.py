@@ -10,7 +10,8 @@ from pathlib import Path
 
 from django.core.management import call_command
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
+
 PROBE = """
 import json, django
 from django.conf import settings

@@ -6,14 +6,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.conftest import REPO
 from tests.marketdata.conftest import ETH_FILE, KLINES_DIR
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def manage(*args: str) -> list[str]:

@@ -34,9 +34,9 @@ from django.db import connection
 from alerts import evaluation
 from conditions.marketdata.replay import ReplayMarket
 from conditions.marketdata.stub import BinanceStub, run_stub
+from tests.conftest import REPO
 from tradeeon.celery import app as celery_app
 
-REPO = Path(__file__).resolve().parents[2]
 KLINES_DIR = REPO / "tests" / "data" / "klines"
 CANDLE_FILES = [KLINES_DIR / "ETHBTC-5m.csv", KLINES_DIR / "LTCBTC-5m.csv"]
 

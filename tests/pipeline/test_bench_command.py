@@ -3,29 +3,20 @@ tiny run prints its figures, leaving no scratch database behind."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 
 import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from tests.pipeline.conftest import REPO
+from tests.conftest import manage
 from tradeeon.cli import InputError
 
 
 def bench(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "manage.py"), "bench_pipeline", *args],
-        cwd=REPO,
-        env={**os.environ, "CELERY_SKIP_CHECKS": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    return manage("bench_pipeline", *args, **env)
 
 
 def test_it_refuses_sqlite_in_one_line_with_exit_2(tmp_path):
