@@ -24,7 +24,7 @@ from conditions.engine.playbook import normalize_alert
 
 from .engine_cycle import CycleOutcome, SharedEvaluator, group_pairs, shared_cycle
 from .market import GeneratedMarket
-from .scenario import AlertSpec, generate_alerts
+from .scenario import AlertSpec, generated_scenario
 
 
 @dataclass
@@ -131,14 +131,8 @@ class ScaleScenario:
 def scale_scenario(
     *, seed: int, alerts: int, symbols: int, timeframes: tuple[str, ...]
 ) -> ScaleScenario:
-    market = GeneratedMarket(symbols=symbols, timeframes=timeframes, seed=seed)
-    specs = generate_alerts(
-        seed=seed,
-        users=alerts,
-        alerts_per_user=1,
-        symbols=market.symbols,
-        timeframes=timeframes,
-        reference_prices=market.reference_prices,
+    market, specs = generated_scenario(
+        seed=seed, users=alerts, symbols=symbols, timeframes=timeframes
     )
     pairs: dict[tuple[str, str], list[int]] = {}
     for key, spec in enumerate(specs):

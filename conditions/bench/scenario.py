@@ -23,6 +23,7 @@ from conditions.engine.playbook import NormalizedAlert, normalize_alert
 from conditions.engine.timeframes import TIMEFRAMES
 
 from . import vocabulary as vocab
+from .market import GeneratedMarket
 from .vocabulary import Ranked
 
 
@@ -95,6 +96,23 @@ def generate_alerts(
                 )
             )
     return alerts
+
+
+def generated_scenario(
+    *, seed: int, users: int, symbols: int, timeframes: Sequence[str]
+) -> tuple[GeneratedMarket, list[AlertSpec]]:
+    """A generated market, and one alert per user on its symbols at its
+    prices: the scenario every part of the benchmark draws from `seed`."""
+    market = GeneratedMarket(symbols=symbols, timeframes=timeframes, seed=seed)
+    alerts = generate_alerts(
+        seed=seed,
+        users=users,
+        alerts_per_user=1,
+        symbols=market.symbols,
+        timeframes=timeframes,
+        reference_prices=market.reference_prices,
+    )
+    return market, alerts
 
 
 def normalized(alerts: Sequence[AlertSpec]) -> list[NormalizedAlert]:

@@ -22,8 +22,7 @@ from .engine_cycle import (
     group_pairs,
     shared_cycle,
 )
-from .market import GeneratedMarket
-from .scenario import ScenarioStats, generate_alerts, normalized, scenario_stats
+from .scenario import ScenarioStats, generated_scenario, normalized, scenario_stats
 
 PER_ALERT_REPEATS = 3
 
@@ -46,14 +45,8 @@ class SeedsResult:
 def measure_seeds(
     *, seed: int, users: int, symbols: int, timeframes: tuple[str, ...], repeats: int
 ) -> SeedsResult:
-    market = GeneratedMarket(symbols=symbols, timeframes=timeframes, seed=seed)
-    alerts = generate_alerts(
-        seed=seed,
-        users=users,
-        alerts_per_user=1,
-        symbols=market.symbols,
-        timeframes=timeframes,
-        reference_prices=market.reference_prices,
+    market, alerts = generated_scenario(
+        seed=seed, users=users, symbols=symbols, timeframes=timeframes
     )
     playbooks = normalized(alerts)
     keyed = list(enumerate(playbooks))

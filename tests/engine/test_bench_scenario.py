@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 from conditions.bench.market import CYCLE_CLOSE_MS, GeneratedMarket, symbol_names
-from conditions.bench.scenario import generate_alerts, normalized, scenario_stats
+from conditions.bench.scenario import (
+    generated_scenario,
+    normalized,
+    scenario_stats,
+)
 from conditions.bench.vocabulary import Ranked
 from conditions.engine.candles import validate_frame
 from conditions.engine.timeframes import timeframe_ms
@@ -19,16 +23,7 @@ TIMEFRAMES = ("1h", "4h", "15m")
 
 
 def draw(seed: int, users: int, symbols: int, timeframes=("1h",)):
-    market = GeneratedMarket(symbols=symbols, timeframes=timeframes, seed=seed)
-    alerts = generate_alerts(
-        seed=seed,
-        users=users,
-        alerts_per_user=1,
-        symbols=market.symbols,
-        timeframes=timeframes,
-        reference_prices=market.reference_prices,
-    )
-    return market, alerts
+    return generated_scenario(seed=seed, users=users, symbols=symbols, timeframes=timeframes)
 
 
 def test_the_same_seed_gives_the_same_alerts_and_candles() -> None:

@@ -20,8 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conditions.bench.market import GeneratedMarket
-from conditions.bench.scenario import generate_alerts, normalized
+from conditions.bench.scenario import generated_scenario, normalized
 from conditions.engine.candles import load_candles
 from conditions.engine.catalog import INDICATORS
 from conditions.engine.indicator_loops import macd_lines, seeded_recursion, tails_into
@@ -244,15 +243,7 @@ def test_unary_into_gives_what_apply_operator_gives(seed, width, data) -> None:
 
 
 def pair_alerts(seed: int) -> tuple[dict, list]:
-    market = GeneratedMarket(symbols=1, timeframes=("1h", "4h"), seed=seed)
-    specs = generate_alerts(
-        seed=seed,
-        users=120,
-        alerts_per_user=1,
-        symbols=market.symbols,
-        timeframes=("1h", "4h"),
-        reference_prices=market.reference_prices,
-    )
+    _, specs = generated_scenario(seed=seed, users=120, symbols=1, timeframes=("1h", "4h"))
     pair = [(key, p) for key, p in enumerate(normalized(specs)) if p.base_timeframe == "1h"]
     conditions = {s.condition_id: s.canonical for _, p in pair for s in p.steps}
     return conditions, pair

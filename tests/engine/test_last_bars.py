@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conditions.bench.market import GeneratedMarket
-from conditions.bench.scenario import generate_alerts, normalized
+from conditions.bench.scenario import generate_alerts, generated_scenario, normalized
 from conditions.engine.candles import load_candles
 from conditions.engine.errors import ConditionError
 from conditions.engine.indicators import candle_columns, compute_indicator, indicator_tail
@@ -253,15 +253,7 @@ def test_the_alert_batch_holds_where_alert_signal_does(
 
 def test_the_pair_evaluator_agrees_with_a_fresh_plan_bar_after_bar() -> None:
     # Given the alerts of one pair, the last cycles of a generated market
-    market = GeneratedMarket(symbols=1, timeframes=("1h", "4h"), seed=3)
-    specs = generate_alerts(
-        seed=3,
-        users=150,
-        alerts_per_user=1,
-        symbols=market.symbols,
-        timeframes=("1h", "4h"),
-        reference_prices=market.reference_prices,
-    )
+    market, specs = generated_scenario(seed=3, users=150, symbols=1, timeframes=("1h", "4h"))
     pair = [(key, p) for key, p in enumerate(normalized(specs)) if p.base_timeframe == "1h"]
     conditions = {s.condition_id: s.canonical for _, p in pair for s in p.steps}
     evaluator = PairEvaluator()
