@@ -220,13 +220,18 @@ def _active_playbooks(
             pk__in=expired, status=Alert.Status.ACTIVE
         ).update(status=Alert.Status.EXPIRED, updated_at=now)
 
-    unknown = {pk for pk, fire_mode, _, _, digest in live
-               if _playbooks.get(pk, (None,))[0] != (fire_mode, digest)}  # fmt: skip
-    stored = dict(
-        Alert.objects.filter(pk__in=unknown)
-        .annotate(stored_config=Cast("condition_config", TextField()))
-        .values_list("pk", "stored_config")
-    ) if unknown else {}  # fmt: skip
+    unknown = {
+        pk
+        for pk, fire_mode, _, _, digest in live
+        if _playbooks.get(pk, (None,))[0] != (fire_mode, digest)
+    }
+    stored = {}
+    if unknown:
+        stored = dict(
+            Alert.objects.filter(pk__in=unknown)
+            .annotate(stored_config=Cast("condition_config", TextField()))
+            .values_list("pk", "stored_config")
+        )
     playbooks = {}
     for pk, fire_mode, last_fired_bar, _, digest in live:
         if pk in unknown:
@@ -376,12 +381,10 @@ def _record_conditions(
     evaluated = [cid for cid, _ in all_series]
     indexes = [evaluation.series_index(position) for position in range(len(bars))]
     times = [ms_to_datetime(int(result.base_open_time[index])) for index in indexes]
-    if connection.vendor == "postgresql":
-        # The cache rows' foreign key is checked at commit, after the
-        # registration of any condition the registry lacks, below.
-        known = _store_evaluations(symbol, timeframe, all_series, indexes, times, now)
-    else:
-        known = _count_evaluations(evaluated, len(bars), now)
+    # The cache rows' foreign key is checked at commit, after the
+    # registration of any condition the registry lacks, below.
+    write = _store_evaluations if connection.vendor == "postgresql" else _write_evaluations
+    known = write(symbol, timeframe, all_series, indexes, times, now)
     unknown = canonicals.keys() - known
     if unknown:
         for cid in unknown:
@@ -389,23 +392,6 @@ def _record_conditions(
         Condition.objects.filter(pk__in=[cid for cid in evaluated if cid in unknown]).update(
             last_evaluated_at=now, evaluation_count=F("evaluation_count") + len(bars)
         )
-    if connection.vendor != "postgresql":
-        _insert_rows(
-            ConditionEvaluation,
-            [
-                {
-                    "condition_id": cid,
-                    "symbol": symbol,
-                    "timeframe": timeframe,
-                    "candle_time": candle_time,
-                    "indicator_values": {**series.values_at(index), "fired": bool(series.fired[index])},
-                    "evaluated_at": now,
-                }
-                for index, candle_time in zip(indexes, times, strict=True)
-                for cid, series in all_series
-            ],
-            ["condition", "candle_time"],
-        )  # fmt: skip
 
     triggers = [
         {
@@ -423,10 +409,8 @@ def _record_conditions(
     ]
     if not triggers:
         return
-    if connection.vendor == "postgresql":
-        inserted = _store_triggers(triggers, now)
-    else:
-        inserted = _insert_triggers(triggers, now)
+    insert = _store_triggers if connection.vendor == "postgresql" else _insert_triggers
+    inserted = insert(triggers, now)
     report.condition_triggers = len(inserted)
     _add_outbox(
         report,
@@ -470,7 +454,7 @@ WITH inserted AS (
         (SELECT count(*) FROM user_condition_subscriptions s
          WHERE s.condition_id = v.id AND s.active)
         + (SELECT count(*) FROM alerts_alert_conditions c JOIN alerts_alert a ON a.id = c.alert_id
-           WHERE c.condition_id = v.id AND a.status = 'active')
+           WHERE c.condition_id = v.id AND a.status = %s)
     FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], %b::jsonb[])
         AS v(id, symbol, timeframe, candle_time, trigger_value)
     ON CONFLICT (condition_id, candle_time) DO NOTHING
@@ -495,7 +479,7 @@ def _store_triggers(triggers: list[dict], now: datetime) -> list[tuple[int, str,
     ]
     values = [json.dumps(row["trigger_value"]) for row in triggers]
     with _binary_cursor() as cursor:
-        cursor.execute(_STORE_TRIGGERS, [now, *columns, values, now])
+        cursor.execute(_STORE_TRIGGERS, [now, Alert.Status.ACTIVE, *columns, values, now])
         return cursor.fetchall()
 
 
@@ -612,13 +596,33 @@ def _binary_cursor():
     return psycopg.Cursor(connection.connection)
 
 
-def _count_evaluations(ids: list[str], bars: int, now: datetime) -> set[str]:
-    """Advance the registry counters of the conditions evaluated; the ids of
-    those the registry holds."""
+def _write_evaluations(
+    symbol: str,
+    timeframe: str,
+    all_series: list,
+    indexes: list[int],
+    times: list[datetime],
+    now: datetime,
+) -> set[str]:
+    """_store_evaluations through the ORM, for the other databases."""
+    ids = [cid for cid, _ in all_series]
     known = set(Condition.objects.filter(pk__in=ids).values_list("pk", flat=True))
     Condition.objects.filter(pk__in=known).update(
-        last_evaluated_at=now, evaluation_count=F("evaluation_count") + bars
+        last_evaluated_at=now, evaluation_count=F("evaluation_count") + len(indexes)
     )
+    rows = [
+        {
+            "condition_id": cid,
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "candle_time": candle_time,
+            "indicator_values": {**series.values_at(index), "fired": bool(series.fired[index])},
+            "evaluated_at": now,
+        }
+        for index, candle_time in zip(indexes, times, strict=True)
+        for cid, series in all_series
+    ]
+    _insert_rows(ConditionEvaluation, rows, ["condition", "candle_time"])
     return known
 
 
