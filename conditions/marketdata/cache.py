@@ -30,6 +30,7 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 
 from conditions.engine.candles import PRICE_COLUMNS
+from conditions.engine.indicators import candle_arrays
 from conditions.engine.timeframes import (
     bar_open_floor,
     next_bar_open,
@@ -83,13 +84,6 @@ class _Entry:
         for index, name in enumerate(PRICE_COLUMNS):
             columns[name] = self.values[start:stop, index]
         return pd.DataFrame(columns, copy=True)
-
-
-def _price_values(candles: pd.DataFrame) -> np.ndarray:
-    """OHLCV as one float64 array: converting the whole frame at once costs far
-    less than selecting its columns by name."""
-    columns = candles.columns.tolist()
-    return candles.to_numpy(np.float64)[:, [columns.index(name) for name in PRICE_COLUMNS]]
 
 
 def _bars_before(open_ms: int, timeframe: str, count: int) -> int:
@@ -226,8 +220,9 @@ class KlineCache:
             )
             server_time = int(page.attrs.get(SERVER_TIME_ATTR, server_time))
             if len(page):
-                opens.append(page["open_time"].to_numpy(np.int64))
-                values.append(_price_values(page))
+                page_opens, page_prices = candle_arrays(page)
+                opens.append(page_opens)
+                values.append(page_prices.T)
             if len(page) < PAGE_LIMIT:
                 break
             start_ms = int(page["open_time"].iloc[-1]) + 1
