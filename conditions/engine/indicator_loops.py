@@ -45,8 +45,9 @@ def convolved_average(values: np.ndarray, length: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def seeded_recursion(values: np.ndarray, length: int, wilder: bool) -> np.ndarray:
-    # TA-Lib's own update formulas, so results agree to the last bits.
+def seeded_ema(values: np.ndarray, length: int) -> np.ndarray:
+    # TA-Lib's EMA: seeded with the mean of the first `length` values, then
+    # its own update formula, so results agree to the last bits.
     result = np.full(values.size, np.nan)
     if values.size < length:
         return result
@@ -57,10 +58,7 @@ def seeded_recursion(values: np.ndarray, length: int, wilder: bool) -> np.ndarra
     result[length - 1] = previous
     factor = 2.0 / (length + 1)
     for i in range(length, values.size):
-        if wilder:
-            previous = (previous * (length - 1) + values[i]) / length
-        else:
-            previous = (values[i] - previous) * factor + previous
+        previous = (values[i] - previous) * factor + previous
         result[i] = previous
     return result
 
@@ -183,7 +181,7 @@ def simple_average(values: np.ndarray, length: int) -> np.ndarray:
 def macd_lines(close: np.ndarray, fast: int, slow: int, signal: int):
     """(line, signal, histogram), fast <= slow.
 
-    The three EMAs of `seeded_recursion` in one pass: each update waits on
+    The three EMAs of `seeded_ema` in one pass: each update waits on
     its own previous value only, so the processor runs the three at once.
     The fast EMA is seeded at the bar where the slow one starts, with the
     average of the fast closes ending there, as TA-Lib seeds it; the signal
@@ -337,7 +335,7 @@ def indicator_outputs(kind: int, prices: np.ndarray, params: np.ndarray, std: fl
     elif kind == SMA:
         outputs[0] = simple_average(prices[params[1]], params[0])
     elif kind == EMA:
-        outputs[0] = seeded_recursion(prices[params[1]], params[0], False)
+        outputs[0] = seeded_ema(prices[params[1]], params[0])
     elif kind == MACD:
         # TA-Lib swaps fast and slow too.
         fast, slow = min(params[0], params[1]), max(params[0], params[1])

@@ -3,7 +3,7 @@ stand for, and the pair evaluator over candles that move on, bar by bar.
 
 - `tails_into` (every indicator of a timeframe in one call) against
   `compute_indicator`, and MACD's three EMAs in one pass against three
-  `seeded_recursion`s;
+  `seeded_ema`s;
 - `candle_arrays` (a frame in one conversion) against its columns;
 - `pointwise_into` and `unary_into` (every operator of a timeframe in two
   calls) against `apply_operator`, over NaNs and bars with no value;
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from conditions.bench.scenario import generated_scenario, normalized
 from conditions.engine.candles import load_candles
 from conditions.engine.catalog import INDICATORS
-from conditions.engine.indicator_loops import macd_lines, seeded_recursion, tails_into
+from conditions.engine.indicator_loops import macd_lines, seeded_ema, tails_into
 from conditions.engine.indicators import (
     IndicatorSpec,
     candle_arrays,
@@ -104,7 +104,7 @@ def test_tails_into_writes_the_end_of_every_indicator(ethbtc, size) -> None:
     signal=st.integers(1, 15),
     gap=st.booleans(),
 )
-def test_macd_lines_are_three_seeded_recursions(seed, size, lengths, signal, gap) -> None:
+def test_macd_lines_are_three_seeded_emas(seed, size, lengths, signal, gap) -> None:
     # Given closes, one of them missing or not, and MACD lengths
     rng = np.random.default_rng(seed)
     close = 100 + np.cumsum(rng.normal(size=size))
@@ -117,12 +117,12 @@ def test_macd_lines_are_three_seeded_recursions(seed, size, lengths, signal, gap
 
     # Then they are TA-Lib's: the fast EMA seeded where the slow one starts,
     # the signal on the line from there
-    slow_ema = seeded_recursion(close, slow, False)
+    slow_ema = seeded_ema(close, slow)
     fast_ema = np.full(size, np.nan)
-    fast_ema[slow - fast :] = seeded_recursion(close[slow - fast :], fast, False)
+    fast_ema[slow - fast :] = seeded_ema(close[slow - fast :], fast)
     expected_line = fast_ema - slow_ema
     expected_signal = np.full(size, np.nan)
-    expected_signal[slow - 1 :] = seeded_recursion(expected_line[slow - 1 :], signal, False)
+    expected_signal[slow - 1 :] = seeded_ema(expected_line[slow - 1 :], signal)
     assert same_bits(expected_line, line)
     assert same_bits(expected_signal, signal_line)
     assert same_bits(expected_line - expected_signal, histogram)
