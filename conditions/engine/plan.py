@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -498,12 +498,17 @@ class EvaluationPlan:
         base_timeframe: str,
         *,
         last_bars: int | None = None,
+        only: Sequence[str] | None = None,
     ) -> PlanResult:
         """`candles` maps timeframes to candle frames; it must hold the base
         timeframe. A condition timeframe missing from it is resampled from the
         base candles on UTC boundaries. With `last_bars`, the result covers
         only the last `last_bars` base bars (all of them when there are
-        fewer), with the values a full run has there."""
+        fewer), with the values a full run has there. With `only` (some of
+        the plan's condition_ids), the result holds just those, `fired` rows
+        in that order: what a plan over them alone gives, though every
+        condition of the plan is evaluated (a kept plan need not be
+        recompiled when conditions leave it)."""
         compiled = self._compile()
         stats = PlanStats(conditions=len(self.conditions))
         base = candles[base_timeframe]
@@ -560,12 +565,18 @@ class EvaluationPlan:
             stats.condition_evaluations += layout.conditions
         stats.indicator_seconds = filled - started
         stats.condition_seconds = time.perf_counter() - filled
+        index, order, rows = compiled.index, compiled.order, fired
+        if only is not None:
+            # The series read the whole matrices at the plan's rows; `fired`
+            # is cut down to the conditions asked for.
+            index = {cid: compiled.index[cid] for cid in only}
+            order = list(only)
+            rows = fired[_indices(position for position, _ in index.values())]
+            stats.conditions = stats.condition_evaluations = len(order)
         return PlanResult(
             base_open_time=base_open[first:],
-            series=_SeriesView(
-                compiled.index, fired, partial(_operands, compiled, frames, evaluated)
-            ),
+            series=_SeriesView(index, fired, partial(_operands, compiled, frames, evaluated)),
             stats=stats,
-            fired=fired,
-            fired_order=compiled.order,
+            fired=rows,
+            fired_order=order,
         )

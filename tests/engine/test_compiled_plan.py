@@ -9,7 +9,8 @@ stand for, and the pair evaluator over candles that move on, bar by bar.
   calls) against `apply_operator`, over NaNs and bars with no value;
 - the pair evaluator, kept from one bar to the next over a real klines
   file, against a plan made afresh, also when the history it is given is
-  not the continuation of the one before.
+  not the continuation of the one before, and as conditions leave it (its
+  plan kept until more than a quarter of it has gone) or arrive.
 """
 
 from __future__ import annotations
@@ -309,3 +310,137 @@ def test_the_pair_evaluator_never_reuses_a_history_that_changed(ethbtc) -> None:
         evaluation = evaluator.evaluate(conditions, pair, {"1h": history}, "1h", 2)
         # Then it gives what a plan made afresh gives
         assert_fresh(evaluation, conditions, pair, {"1h": history}, 2)
+
+
+# --- the pair evaluator, as conditions leave it ----------------------------------------
+
+
+def conditions_of(alerts: list) -> dict:
+    return {s.condition_id: s.canonical for _, p in alerts for s in p.steps}
+
+
+def assert_same_evaluation(kept, fresh) -> None:
+    """Equal evaluations, whatever order each plan laid its rows out in."""
+    assert kept.alert_keys == fresh.alert_keys
+    assert same_bits(fresh.holds, kept.holds)
+    assert same_bits(fresh.result.base_open_time, kept.result.base_open_time)
+    assert list(kept.result.series) == kept.result.fired_order
+    assert set(kept.result.series) == set(fresh.result.series)
+    assert len(kept.result.series) == len(fresh.result.series) == kept.result.fired.shape[0]
+    assert kept.result.stats.conditions == fresh.result.stats.conditions
+    assert kept.result.stats.condition_evaluations == fresh.result.stats.condition_evaluations
+
+    def sides(series) -> list:
+        if series.right is None:
+            return [series.left]
+        right = series.right if isinstance(series.right, tuple) else (series.right,)
+        return [series.left, *right]
+
+    rows = {cid: row for row, cid in enumerate(kept.result.fired_order)}
+    for row, cid in enumerate(fresh.result.fired_order):
+        expected, actual = fresh.result.series[cid], kept.result.series[cid]
+        assert same_bits(fresh.result.fired[row], kept.result.fired[rows[cid]])
+        assert same_bits(expected.fired, actual.fired)
+        assert same_bits(kept.result.fired[rows[cid]], actual.fired)
+        for expected_side, actual_side in zip(sides(expected), sides(actual), strict=True):
+            assert same_bits(expected_side, actual_side), cid
+
+
+def test_a_kept_plan_asked_for_fewer_conditions_gives_what_a_fresh_one_gives(ethbtc) -> None:
+    # Given an evaluator that has evaluated every alert of a pair
+    conditions, pair = pair_alerts(seed=8)
+    hours = relabelled(ethbtc.iloc[:800], 3_600_000)
+    evaluator = PairEvaluator()
+    evaluator.evaluate(conditions, pair, {"1h": hours.iloc[:700]}, "1h", 1)
+    plan = evaluator.plan
+
+    for step, end in enumerate(range(701, 705), start=1):
+        # When alerts that fired once leave it bar after bar, their conditions
+        # with them (but one, still subscribed to)
+        left = [(key, p) for key, p in pair if key % 20 >= step]
+        gone = next(p for key, p in pair if key % 20 < step)
+        asked = {**conditions_of(left), gone.steps[0].condition_id: gone.steps[0].canonical}
+        candles = {"1h": hours.iloc[:end].reset_index(drop=True)}
+        evaluation = evaluator.evaluate(asked, left, candles, "1h", 2)
+
+        # Then the plan is kept, and gives what an evaluator made afresh gives
+        assert evaluator.plan is plan
+        assert len(asked) < len(plan.conditions)
+        fresh = PairEvaluator().evaluate(asked, left, candles, "1h", 2)
+        assert_same_evaluation(evaluation, fresh)
+
+
+def test_the_evaluator_recompiles_for_a_new_condition_not_for_fewer(ethbtc) -> None:
+    # Given an evaluator that has evaluated every alert of a pair
+    conditions, pair = pair_alerts(seed=9)
+    candles = {"1h": relabelled(ethbtc.iloc[:700], 3_600_000)}
+    evaluator = PairEvaluator()
+    evaluator.evaluate(conditions, pair, candles, "1h", 1)
+    plan = evaluator.plan
+
+    # When a few alerts and their conditions leave, then come back
+    fewer = pair[:-4]
+    assert conditions_of(fewer).keys() < conditions.keys()
+    evaluator.evaluate(conditions_of(fewer), fewer, candles, "1h", 1)
+    assert evaluator.plan is plan
+    evaluation = evaluator.evaluate(conditions, pair, candles, "1h", 1)
+    assert evaluator.plan is plan
+    assert_same_evaluation(evaluation, PairEvaluator().evaluate(conditions, pair, candles, "1h", 1))
+
+    # When an alert with a condition the plan lacks arrives
+    _, other_pair = pair_alerts(seed=10)
+    newcomer = next((key, p) for key, p in other_pair if p.steps[0].condition_id not in conditions)
+    alerts = [*fewer, newcomer]
+    evaluation = evaluator.evaluate(conditions_of(alerts), alerts, candles, "1h", 1)
+
+    # Then the plan is compiled afresh, over just the conditions asked for
+    assert evaluator.plan is not plan
+    assert evaluator.plan.conditions.keys() == conditions_of(alerts).keys()
+    fresh = PairEvaluator().evaluate(conditions_of(alerts), alerts, candles, "1h", 1)
+    assert_same_evaluation(evaluation, fresh)
+
+
+def test_the_evaluator_recompiles_once_a_quarter_of_its_plan_has_left(ethbtc) -> None:
+    # Given an evaluator that has evaluated every alert of a pair
+    conditions, pair = pair_alerts(seed=10)
+    candles = {"1h": relabelled(ethbtc.iloc[:700], 3_600_000)}
+    evaluator = PairEvaluator()
+    evaluator.evaluate(conditions, pair, candles, "1h", 1)
+    plan = evaluator.plan
+
+    # When its alerts leave one by one
+    for count in range(len(pair) - 1, 0, -1):
+        alerts = pair[:count]
+        evaluation = evaluator.evaluate(conditions_of(alerts), alerts, candles, "1h", 1)
+        dropped = len(plan.conditions) - len(conditions_of(alerts))
+        if evaluator.plan is not plan:
+            break
+        assert 4 * dropped <= len(plan.conditions)
+    else:
+        pytest.fail("the plan was never recompiled")
+
+    # Then it is recompiled as soon as more than a quarter of them are gone
+    assert 4 * dropped > len(plan.conditions)
+    assert evaluator.plan.conditions.keys() == conditions_of(alerts).keys()
+    fresh = PairEvaluator().evaluate(conditions_of(alerts), alerts, candles, "1h", 1)
+    assert_same_evaluation(evaluation, fresh)
+
+
+def test_a_small_plan_is_kept_while_only_a_few_conditions_have_left(ethbtc) -> None:
+    # Given an evaluator over two alerts
+    _, pair = pair_alerts(seed=10)
+    candles = {"1h": relabelled(ethbtc.iloc[:700], 3_600_000)}
+    evaluator = PairEvaluator()
+    evaluator.evaluate(conditions_of(pair[:2]), pair[:2], candles, "1h", 1)
+    plan = evaluator.plan
+
+    # When one leaves, taking more than a quarter but fewer than eight conditions
+    alerts = pair[:1]
+    dropped = len(plan.conditions) - len(conditions_of(alerts))
+    assert len(plan.conditions) < 4 * dropped and dropped < 8
+    evaluation = evaluator.evaluate(conditions_of(alerts), alerts, candles, "1h", 1)
+
+    # Then the plan is kept, and its result holds just the one alert's conditions
+    assert evaluator.plan is plan
+    fresh = PairEvaluator().evaluate(conditions_of(alerts), alerts, candles, "1h", 1)
+    assert_same_evaluation(evaluation, fresh)
