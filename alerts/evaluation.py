@@ -9,6 +9,7 @@ changes, and outbox rows. Dispatch is queued only after that commit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
 from django.db.models import F, JSONField, TextField
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import MD5, Cast
 from django.utils import timezone
 
@@ -98,10 +100,11 @@ class _AlertRow:
 
 # What a worker process keeps between evaluations, only ever as a cache: per
 # pair, its compiled plan and alert batch; per alert, its playbook keyed on
-# the stored content it was made from (as alerts.services.normalized_alert
-# keys it, here on the database's own text of it: no parsing per bar).
+# the row version it was last seen at, and the digest of the stored content
+# it was made from (as alerts.services.normalized_alert keys it, here on the
+# database's own text of it: no parsing per bar).
 _evaluators: dict[tuple[str, str, bool], PairEvaluator] = {}
-_playbooks: dict[int, tuple[tuple[str, str], NormalizedAlert]] = {}
+_playbooks: dict[int, tuple[tuple[str, str], NormalizedAlert, tuple[str, bytes]]] = {}
 
 
 def evaluate_symbol(
@@ -199,13 +202,15 @@ def _active_playbooks(
     playbooks; those past their deadline are moved to expired instead.
 
     An alert is parsed only when its stored content differs from what its
-    remembered playbook was made from: the database sends a digest of each
-    alert's content, and the content itself only of the alerts not
-    remembered. An alert that cannot be evaluated is skipped and reported."""
+    remembered playbook was made from. The database sends each alert's row
+    version, and the content only of the alerts whose version is not the one
+    remembered; a new version with the same content (the row was updated for
+    last_fired_bar) keeps its playbook. An alert that cannot be evaluated is
+    skipped and reported."""
     rows = (
         Alert.objects.filter(symbol=symbol, base_timeframe=timeframe, status=Alert.Status.ACTIVE)
-        .annotate(digest=MD5(Cast("condition_config", TextField())))
-        .values_list("pk", "fire_mode", "last_fired_bar", "expires_at", "digest")
+        .annotate(version=_row_version())
+        .values_list("pk", "fire_mode", "last_fired_bar", "expires_at", "version")
     )
     live, expired = [], []
     for row in rows:
@@ -222,8 +227,8 @@ def _active_playbooks(
 
     unknown = {
         pk
-        for pk, fire_mode, _, _, digest in live
-        if _playbooks.get(pk, (None,))[0] != (fire_mode, digest)
+        for pk, fire_mode, _, _, version in live
+        if _playbooks.get(pk, (None,))[0] != (fire_mode, version)
     }
     stored = {}
     if unknown:
@@ -233,26 +238,41 @@ def _active_playbooks(
             .values_list("pk", "stored_config")
         )
     playbooks = {}
-    for pk, fire_mode, last_fired_bar, _, digest in live:
+    for pk, fire_mode, last_fired_bar, _, version in live:
         if pk in unknown:
             if pk not in stored:
                 continue  # deleted since the first query
-            # What alert_input gives normalized_alert, without building a model.
-            raw = {
-                "symbol": symbol,
-                "base_timeframe": timeframe,
-                "conditionConfig": json.loads(stored[pk]),
-                "fireMode": fire_mode,
-            }
-            try:
-                playbook = normalize_alert(raw)
-            except ConditionError as exc:
-                logger.error("alert %s on %s %s skipped: %s", pk, symbol, timeframe, exc)
-                report.skipped_alerts.append(pk)
-                continue
-            _playbooks[pk] = ((fire_mode, digest), playbook)
+            content = hashlib.md5(stored[pk].encode(), usedforsecurity=False).digest()
+            remembered = _playbooks.get(pk)
+            if remembered and remembered[2] == (fire_mode, content):
+                _playbooks[pk] = ((fire_mode, version), remembered[1], remembered[2])
+            else:
+                # What alert_input gives normalized_alert, without building a model.
+                raw = {
+                    "symbol": symbol,
+                    "base_timeframe": timeframe,
+                    "conditionConfig": json.loads(stored[pk]),
+                    "fireMode": fire_mode,
+                }
+                try:
+                    playbook = normalize_alert(raw)
+                except ConditionError as exc:
+                    logger.error("alert %s on %s %s skipped: %s", pk, symbol, timeframe, exc)
+                    report.skipped_alerts.append(pk)
+                    continue
+                _playbooks[pk] = ((fire_mode, version), playbook, (fire_mode, content))
         playbooks[pk] = (_AlertRow(pk, fire_mode, last_fired_bar), _playbooks[pk][1])
     return playbooks
+
+
+def _row_version():
+    """What changes whenever an alert's row does, by whatever path (the API,
+    an operator's SQL, a migration). On PostgreSQL the row's xmin, free to
+    read; elsewhere a digest of the content."""
+    if connection.vendor == "postgresql":
+        # Only the model's own table name is interpolated.
+        return RawSQL(f'"{Alert._meta.db_table}".xmin::text', ())  # noqa: S611
+    return MD5(Cast("condition_config", TextField()))
 
 
 def _trailing_deals(symbol: str, timeframe: str):
@@ -316,7 +336,7 @@ def _evaluate_pair(
     next. Should it fail, each alert gets its own plan so that one bad alert
     cannot stop the others on its symbol."""
     key = (symbol, timeframe, forming)
-    alerts = [((pk, _playbooks[pk][0]), playbook) for pk, (_, playbook) in playbooks.items()]
+    alerts = [((pk, _playbooks[pk][2]), playbook) for pk, (_, playbook) in playbooks.items()]
     try:
         evaluator = _evaluators.setdefault(key, PairEvaluator())
         return evaluator.evaluate(canonicals, alerts, candles, timeframe, len(bars))
@@ -341,7 +361,7 @@ def _evaluate_pair(
         series.update(part.series.items())
         indicator_computations += part.stats.indicator_computations
         holds.append(signal[len(signal) - len(bars) :])
-        kept.append((alert_id, _playbooks[alert_id][0]))
+        kept.append((alert_id, _playbooks[alert_id][2]))
     result = PlanResult(base_open_time=base_open, series=series)
     result.stats.indicator_computations = indicator_computations
     matrix = np.array(holds, dtype=bool).reshape(len(holds), len(bars))
@@ -410,22 +430,15 @@ def _record_conditions(
     if not triggers:
         return
     insert = _store_triggers if connection.vendor == "postgresql" else _insert_triggers
-    inserted = insert(triggers, now)
-    report.condition_triggers = len(inserted)
-    _add_outbox(
-        report,
-        [
-            ("condition_trigger", f"condition_trigger:{tid}", {"condition_trigger_id": tid})
-            for tid, _, subscribed in inserted
-            if subscribed
-        ],
-    )
+    report.condition_triggers, outbox_ids = insert(triggers, now)
+    report.outbox_ids.extend(outbox_ids)
 
 
-def _insert_triggers(triggers: list[dict], now: datetime) -> list[tuple[int, str, bool]]:
-    """The condition triggers not written yet, with their subscriber counts,
-    and the registry's trigger counters: (id, condition, has subscriptions)
-    per new trigger."""
+def _insert_triggers(triggers: list[dict], now: datetime) -> tuple[int, list[int]]:
+    """Write the condition triggers not written yet, with their subscriber
+    counts, the registry's trigger counters, and an outbox row for each new
+    trigger of a condition with subscriptions: how many triggers are new,
+    and the outbox rows' ids."""
     counts = subscriber_counts({row["condition_id"] for row in triggers})
     for row in triggers:
         row["subscribers_count"] = sum(counts[row["condition_id"]])
@@ -441,7 +454,15 @@ def _insert_triggers(triggers: list[dict], now: datetime) -> list[tuple[int, str
         Condition.objects.filter(pk__in=cids).update(
             last_triggered_at=now, trigger_count=F("trigger_count") + count
         )
-    return [(tid, cid, counts[cid][0] > 0) for tid, cid in inserted]
+    outbox_ids = _add_outbox(
+        [
+            ("condition_trigger", f"condition_trigger:{tid}", {"condition_trigger_id": tid})
+            for tid, cid in inserted
+            if counts[cid][0] > 0
+        ],
+        now,
+    )
+    return len(inserted), outbox_ids
 
 
 # _insert_triggers in one statement: the database counts each condition's
@@ -464,14 +485,21 @@ WITH inserted AS (
     SET last_triggered_at = %s, trigger_count = r.trigger_count + n.triggers
     FROM (SELECT condition_id, count(*) AS triggers FROM inserted GROUP BY condition_id) n
     WHERE r.condition_id = n.condition_id
+), queued AS (
+    INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
+    SELECT 'condition_trigger', 'condition_trigger:' || i.id,
+        jsonb_build_object('condition_trigger_id', i.id), %s, 0, ''
+    FROM inserted i
+    WHERE EXISTS (SELECT 1 FROM user_condition_subscriptions s
+                  WHERE s.condition_id = i.condition_id AND s.active)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING id
 )
-SELECT i.id, i.condition_id, EXISTS (
-    SELECT 1 FROM user_condition_subscriptions s WHERE s.condition_id = i.condition_id AND s.active
-) FROM inserted i
+SELECT (SELECT count(*) FROM inserted), ARRAY(SELECT id FROM queued ORDER BY id)
 """
 
 
-def _store_triggers(triggers: list[dict], now: datetime) -> list[tuple[int, str, bool]]:
+def _store_triggers(triggers: list[dict], now: datetime) -> tuple[int, list[int]]:
     """_insert_triggers on PostgreSQL, in one round trip."""
     columns = [
         [row[name] for row in triggers]
@@ -479,8 +507,9 @@ def _store_triggers(triggers: list[dict], now: datetime) -> list[tuple[int, str,
     ]
     values = [json.dumps(row["trigger_value"]) for row in triggers]
     with _binary_cursor() as cursor:
-        cursor.execute(_STORE_TRIGGERS, [now, Alert.Status.ACTIVE, *columns, values, now])
-        return cursor.fetchall()
+        cursor.execute(_STORE_TRIGGERS, [now, Alert.Status.ACTIVE, *columns, values, now, now])
+        count, outbox_ids = cursor.fetchone()
+        return count, outbox_ids
 
 
 # One statement for what a pair's evaluation writes to the registry side:
@@ -681,12 +710,24 @@ def _fire_alerts(
                 once_alerts.append(alert_id)
                 break
     deciding_s = time.perf_counter() - started
-    if not rows:
-        return deciding_s
+    if rows:
+        write = (
+            _store_alert_triggers if connection.vendor == "postgresql" else _write_alert_triggers
+        )
+        report.alert_triggers, outbox_ids = write(rows, fired_bars, once_alerts, now)
+        report.outbox_ids.extend(outbox_ids)
+    return deciding_s
+
+
+def _write_alert_triggers(
+    rows: list[dict], fired_bars: dict[int, int], once_alerts: list[int], now: datetime
+) -> tuple[int, list[int]]:
+    """Write the alert triggers not written yet, each alert's last fired bar,
+    `once` alerts moved to triggered, and an outbox row per new trigger: how
+    many triggers are new, and the outbox rows' ids."""
     inserted = _insert_rows(
         AlertTrigger, rows, ["alert", "bar_open_time"], returning=("id", "alert")
     )
-    report.alert_triggers = len(inserted)
     # One update per bar fired at (usually one), not one per alert.
     by_bar: dict[int, list[int]] = {}
     for alert_id, bar_open in fired_bars.items():
@@ -697,29 +738,85 @@ def _fire_alerts(
         Alert.objects.filter(pk__in=once_alerts, status=Alert.Status.ACTIVE).update(
             status=Alert.Status.TRIGGERED, updated_at=now
         )
-    _add_outbox(
-        report,
+    outbox_ids = _add_outbox(
         [
             ("alert_trigger", f"alert_trigger:{tid}", {"alert_trigger_id": tid})
             for tid, _ in inserted
         ],
+        now,
     )
-    return deciding_s
+    return len(inserted), outbox_ids
 
 
-def _add_outbox(report: EvaluationReport, messages: list[tuple[str, str, dict]]) -> None:
+# _write_alert_triggers in one statement.
+_STORE_ALERT_TRIGGERS = """
+WITH inserted AS (
+    INSERT INTO alerts_alerttrigger (alert_id, bar_open_time, fired_at, snapshot)
+    SELECT v.alert_id, v.bar_open_time, %s, v.snapshot
+    FROM unnest(%b::bigint[], %b::timestamptz[], %b::jsonb[]) AS v(alert_id, bar_open_time, snapshot)
+    ON CONFLICT (alert_id, bar_open_time) DO NOTHING
+    RETURNING id
+), fired AS (
+    UPDATE alerts_alert a
+    SET last_fired_bar = f.bar_open_time,
+        status = CASE WHEN f.once AND a.status = %s THEN %s ELSE a.status END,
+        updated_at = CASE WHEN f.once AND a.status = %s THEN %s ELSE a.updated_at END
+    FROM unnest(%b::bigint[], %b::timestamptz[], %b::bool[]) AS f(id, bar_open_time, once)
+    WHERE a.id = f.id
+), queued AS (
+    INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
+    SELECT 'alert_trigger', 'alert_trigger:' || id, jsonb_build_object('alert_trigger_id', id),
+        %s, 0, ''
+    FROM inserted
+    ON CONFLICT (key) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM inserted), ARRAY(SELECT id FROM queued ORDER BY id)
+"""
+
+
+def _store_alert_triggers(
+    rows: list[dict], fired_bars: dict[int, int], once_alerts: list[int], now: datetime
+) -> tuple[int, list[int]]:
+    """_write_alert_triggers on PostgreSQL, in one round trip."""
+    once = set(once_alerts)
+    active, triggered = Alert.Status.ACTIVE, Alert.Status.TRIGGERED
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            _STORE_ALERT_TRIGGERS,
+            [
+                now,
+                [row["alert_id"] for row in rows],
+                [row["bar_open_time"] for row in rows],
+                [json.dumps(row["snapshot"]) for row in rows],
+                active,
+                triggered,
+                active,
+                now,
+                list(fired_bars),
+                [ms_to_datetime(bar_open) for bar_open in fired_bars.values()],
+                [alert_id in once for alert_id in fired_bars],
+                now,
+            ],
+        )
+        count, outbox_ids = cursor.fetchone()
+        return count, outbox_ids
+
+
+def _add_outbox(messages: list[tuple[str, str, dict]], now: datetime) -> list[int]:
+    """Outbox rows for (topic, key, payload) messages; the new rows' ids."""
     if not messages:
-        return
+        return []
     rows = [
         {
             "topic": topic,
             "key": key,
             "payload": payload,
-            "created_at": timezone.now(),
+            "created_at": now,
             "attempts": 0,
             "last_error": "",
         }
         for topic, key, payload in messages
     ]
     inserted = _insert_rows(OutboxMessage, rows, ["key"], returning=("id",))
-    report.outbox_ids.extend(row_id for (row_id,) in inserted)
+    return [row_id for (row_id,) in inserted]
