@@ -61,6 +61,20 @@ def database_from_url(url: str) -> dict:
         }
     if parts.scheme in ("postgres", "postgresql", "pgsql"):
         options = dict(parse_qsl(parts.query))
+        # psycopg prepares a statement once a connection has run it this many
+        # times (evaluation runs the same few per pair, every bar). Django
+        # turns that off for poolers that cannot keep prepared statements:
+        # behind one (PgBouncer before 1.21 in transaction mode), pass
+        # ?prepare_threshold=none.
+        threshold = options.pop("prepare_threshold", "5")
+        if threshold.lower() in ("", "none"):
+            options["prepare_threshold"] = None
+        elif threshold.isdigit():
+            options["prepare_threshold"] = int(threshold)
+        else:
+            raise ImproperlyConfigured(
+                f"DATABASE_URL: prepare_threshold must be a number or none, not {threshold!r}"
+            )
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parts.path.lstrip("/")),

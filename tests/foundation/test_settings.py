@@ -30,6 +30,7 @@ print(json.dumps({
     "prefetch": settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
     "serializer": settings.CELERY_TASK_SERIALIZER,
     "beat": sorted(settings.CELERY_BEAT_SCHEDULE),
+    "prepare": settings.DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold"),
 }))
 """
 
@@ -98,6 +99,18 @@ def test_environment_overrides_the_defaults(tmp_path):
     assert values["broker"] == "redis://cache.internal:6379/2"
     assert (values["poll_ms"], values["max_alerts"], values["debug"]) == (250, 5, True)
     assert values["binance"] == "http://127.0.0.1:9999/api"
+    assert values["prepare"] == 5
+
+
+def test_prepared_statements_can_be_turned_off_for_a_pooler(tmp_path):
+    url = "postgres://bob@pgbouncer:6432/trading?prepare_threshold="
+    off = run_settings({"DATABASE_URL": url + "none"}, tmp_path)
+    assert off.returncode == 0, off.stderr
+    assert json.loads(off.stdout)["prepare"] is None
+
+    wrong = run_settings({"DATABASE_URL": url + "soon"}, tmp_path)
+    assert wrong.returncode != 0
+    assert "prepare_threshold must be a number or none, not 'soon'" in wrong.stderr
 
 
 def test_production_without_secret_key_fails_with_a_clear_message(tmp_path):
