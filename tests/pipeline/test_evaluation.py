@@ -183,6 +183,26 @@ def test_an_alert_broken_after_a_worker_evaluated_it_is_skipped_too(live):
     assert fired_bars(alert) == [bar(-1)]
 
 
+def test_an_alert_edited_in_sql_after_it_fired_is_evaluated_as_edited(live):
+    # A worker remembers each alert's playbook; firing updates the row too,
+    # which must not make it miss the content changing behind the API's back.
+    alert = RegisteredAlertFactory()
+    evaluate_ethbtc()
+    live.advance(FIVE_MINUTES)
+    evaluate_ethbtc()
+    assert fired_bars(alert) == [bar(-1), bar(0)]
+    never = {"type": "price", "operator": "<", "compareWith": "value", "compareValue": 0}
+    Alert.objects.filter(pk=alert.pk).update(
+        condition_config={"mode": "simple", "conditions": [never]}
+    )
+    live.advance(FIVE_MINUTES)
+
+    report = evaluate_ethbtc()
+
+    assert report.skipped_alerts == []
+    assert fired_bars(alert) == [bar(-1), bar(0)]
+
+
 def test_bars_missed_while_nothing_ran_are_caught_up_but_only_the_last_few(live):
     alert = RegisteredAlertFactory()
     evaluate_ethbtc()
