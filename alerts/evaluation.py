@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -98,13 +98,22 @@ class _AlertRow:
     last_fired_bar: datetime | None
 
 
+@dataclass(frozen=True)
+class _Remembered:
+    """An alert's playbook and what it was made from: its fire mode with the
+    row version last seen, and with the digest of the stored content (as
+    alerts.services.normalized_alert keys it, here on the database's own text
+    of it: no parsing per bar). The content keys the alert in its pair's batch."""
+
+    seen: tuple[str, str]
+    content: tuple[str, bytes]
+    playbook: NormalizedAlert
+
+
 # What a worker process keeps between evaluations, only ever as a cache: per
-# pair, its compiled plan and alert batch; per alert, its playbook keyed on
-# the row version it was last seen at, and the digest of the stored content
-# it was made from (as alerts.services.normalized_alert keys it, here on the
-# database's own text of it: no parsing per bar).
+# pair, its compiled plan and alert batch; per alert, its playbook.
 _evaluators: dict[tuple[str, str, bool], PairEvaluator] = {}
-_playbooks: dict[int, tuple[tuple[str, str], NormalizedAlert, tuple[str, bytes]]] = {}
+_playbooks: dict[int, _Remembered] = {}
 
 
 def evaluate_symbol(
@@ -228,7 +237,7 @@ def _active_playbooks(
     unknown = {
         pk
         for pk, fire_mode, _, _, version in live
-        if _playbooks.get(pk, (None,))[0] != (fire_mode, version)
+        if (remembered := _playbooks.get(pk)) is None or remembered.seen != (fire_mode, version)
     }
     stored = {}
     if unknown:
@@ -244,8 +253,8 @@ def _active_playbooks(
                 continue  # deleted since the first query
             content = hashlib.md5(stored[pk].encode(), usedforsecurity=False).digest()
             remembered = _playbooks.get(pk)
-            if remembered and remembered[2] == (fire_mode, content):
-                _playbooks[pk] = ((fire_mode, version), remembered[1], remembered[2])
+            if remembered and remembered.content == (fire_mode, content):
+                _playbooks[pk] = replace(remembered, seen=(fire_mode, version))
             else:
                 # What alert_input gives normalized_alert, without building a model.
                 raw = {
@@ -260,8 +269,8 @@ def _active_playbooks(
                     logger.error("alert %s on %s %s skipped: %s", pk, symbol, timeframe, exc)
                     report.skipped_alerts.append(pk)
                     continue
-                _playbooks[pk] = ((fire_mode, version), playbook, (fire_mode, content))
-        playbooks[pk] = (_AlertRow(pk, fire_mode, last_fired_bar), _playbooks[pk][1])
+                _playbooks[pk] = _Remembered((fire_mode, version), (fire_mode, content), playbook)
+        playbooks[pk] = (_AlertRow(pk, fire_mode, last_fired_bar), _playbooks[pk].playbook)
     return playbooks
 
 
@@ -336,7 +345,7 @@ def _evaluate_pair(
     next. Should it fail, each alert gets its own plan so that one bad alert
     cannot stop the others on its symbol."""
     key = (symbol, timeframe, forming)
-    alerts = [((pk, _playbooks[pk][2]), playbook) for pk, (_, playbook) in playbooks.items()]
+    alerts = [((pk, _playbooks[pk].content), playbook) for pk, (_, playbook) in playbooks.items()]
     try:
         evaluator = _evaluators.setdefault(key, PairEvaluator())
         return evaluator.evaluate(canonicals, alerts, candles, timeframe, len(bars))
@@ -361,7 +370,7 @@ def _evaluate_pair(
         series.update(part.series.items())
         indicator_computations += part.stats.indicator_computations
         holds.append(signal[len(signal) - len(bars) :])
-        kept.append((alert_id, _playbooks[alert_id][2]))
+        kept.append((alert_id, _playbooks[alert_id].content))
     result = PlanResult(base_open_time=base_open, series=series)
     result.stats.indicator_computations = indicator_computations
     matrix = np.array(holds, dtype=bool).reshape(len(holds), len(bars))
@@ -409,9 +418,7 @@ def _record_conditions(
     if unknown:
         for cid in unknown:
             register_canonical(canonicals[cid])
-        Condition.objects.filter(pk__in=[cid for cid in evaluated if cid in unknown]).update(
-            last_evaluated_at=now, evaluation_count=F("evaluation_count") + len(bars)
-        )
+        _count_evaluations([cid for cid in evaluated if cid in unknown], len(bars), now)
 
     triggers = [
         {
@@ -636,9 +643,7 @@ def _write_evaluations(
     """_store_evaluations through the ORM, for the other databases."""
     ids = [cid for cid, _ in all_series]
     known = set(Condition.objects.filter(pk__in=ids).values_list("pk", flat=True))
-    Condition.objects.filter(pk__in=known).update(
-        last_evaluated_at=now, evaluation_count=F("evaluation_count") + len(indexes)
-    )
+    _count_evaluations(known, len(indexes), now)
     rows = [
         {
             "condition_id": cid,
@@ -653,6 +658,13 @@ def _write_evaluations(
     ]
     _insert_rows(ConditionEvaluation, rows, ["condition", "candle_time"])
     return known
+
+
+def _count_evaluations(cids: Iterable[str], bars: int, now: datetime) -> None:
+    """The registry's evaluation counters of `cids`, each evaluated at `bars` bars."""
+    Condition.objects.filter(pk__in=cids).update(
+        last_evaluated_at=now, evaluation_count=F("evaluation_count") + bars
+    )
 
 
 def _fire_alerts(

@@ -246,8 +246,7 @@ def test_unary_into_gives_what_apply_operator_gives(seed, width, data) -> None:
 def pair_alerts(seed: int) -> tuple[dict, list]:
     _, specs = generated_scenario(seed=seed, users=120, symbols=1, timeframes=("1h", "4h"))
     pair = [(key, p) for key, p in enumerate(normalized(specs)) if p.base_timeframe == "1h"]
-    conditions = {s.condition_id: s.canonical for _, p in pair for s in p.steps}
-    return conditions, pair
+    return conditions_of(pair), pair
 
 
 def relabelled(candles: pd.DataFrame, step_ms: int) -> pd.DataFrame:
