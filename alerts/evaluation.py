@@ -13,11 +13,10 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import pandas as pd
@@ -25,12 +24,10 @@ import psycopg
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
-from django.db.models import F, JSONField, TextField
-from django.db.models.expressions import RawSQL
+from django.db.models import TextField
 from django.db.models.functions import MD5, Cast
 from django.utils import timezone
 
-from conditions.bulk import insert_new
 from conditions.engine.errors import ConditionError
 from conditions.engine.live import PairEvaluation, PairEvaluator
 from conditions.engine.normalize import condition_id as make_condition_id
@@ -40,16 +37,19 @@ from conditions.engine.playbook import NormalizedAlert, alert_signal, normalize_
 from conditions.marketdata.binance import BinanceSource
 from conditions.marketdata.cache import KlineCache
 from conditions.metrics import record_evaluation
-from conditions.models import (
-    Condition,
-    ConditionEvaluation,
-    ConditionSubscription,
-    ConditionTrigger,
-    EvaluationCursor,
-)
-from conditions.services import register_canonical, subscriber_counts
+from conditions.models import Condition, ConditionSubscription, EvaluationCursor
 
-from .models import Alert, AlertTrigger, OutboxMessage
+from .evaluation_store import (
+    CHANNEL,
+    NO_RIGHT,
+    VALUE,
+    AlertFirings,
+    EvaluatedBars,
+    RegistryMoved,
+    Written,
+    pair_writes,
+)
+from .models import Alert
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +110,26 @@ class _Remembered:
     playbook: NormalizedAlert
 
 
+@dataclass
+class _PairState:
+    """What the database holds of a pair, read before it is evaluated."""
+
+    # Active alerts: pk, fire_mode, last_fired_bar, expires_at, row version,
+    # and the stored content, None when the version is the one remembered.
+    alerts: list[tuple]
+    # Registry conditions with an active subscription: id, stored config.
+    subscribed: list[tuple[str, str]]
+    last_bar: datetime | None  # where the pair's evaluation cursor is
+    trailing: bool  # open deals whose take profit trails: they need every bar
+
+
 # What a worker process keeps between evaluations, only ever as a cache: per
-# pair, its compiled plan and alert batch; per alert, its playbook.
+# pair, its compiled plan and alert batch, and its alerts' playbooks; the
+# registry conditions known to have a row, and those a subscription reads.
 _evaluators: dict[tuple[str, str, bool], PairEvaluator] = {}
-_playbooks: dict[int, _Remembered] = {}
+_remembered: dict[tuple[str, str], dict[int, _Remembered]] = {}
+_registered: set[str] = set()
+_registry_canonicals: dict[tuple[str, str], dict] = {}
 
 
 def evaluate_symbol(
@@ -134,13 +150,13 @@ def evaluate_symbol(
     now_ms = int(now_ms if now_ms is not None else source.source.server_time_ms())
     now = timezone.now()
 
-    playbooks = _active_playbooks(symbol, timeframe, forming, now, report)
-
-    canonicals = {} if forming else _subscribed_conditions(symbol, timeframe)
-    for _, playbook in playbooks.values():
-        for step in playbook.steps:
+    state = _read_pair(symbol, timeframe)
+    playbooks = _active_playbooks(symbol, timeframe, state.alerts, forming, now, report)
+    canonicals = {} if forming else _subscribed_conditions(state.subscribed)
+    for _, remembered in playbooks.values():
+        for step in remembered.playbook.steps:
             canonicals.setdefault(step.condition_id, step.canonical)
-    if not canonicals and (forming or not _trailing_deals(symbol, timeframe).exists()):
+    if not canonicals and (forming or not state.trailing):
         return report
 
     fetching = time.perf_counter()
@@ -156,7 +172,7 @@ def evaluate_symbol(
         return report
     candles_s = time.perf_counter() - fetching
 
-    bars = _bars_to_evaluate(symbol, timeframe, base_open, forming)
+    bars = _bars_to_evaluate(base_open, state.last_bar, forming)
     evaluation = _evaluate_pair(
         symbol, timeframe, forming, canonicals, playbooks, candles, bars, report
     )
@@ -165,31 +181,18 @@ def evaluate_symbol(
     report.conditions = len(result.series)
     report.indicator_computations = result.stats.indicator_computations
 
-    with transaction.atomic():
-        if not forming:
-            _record_conditions(symbol, timeframe, canonicals, evaluation, bars, now, report)
-        deciding_s = _fire_alerts(
-            playbooks, evaluation, candles[timeframe], bars, forming, now, report
-        )
-        if not forming and bars:
-            EvaluationCursor.objects.bulk_create(
-                [
-                    EvaluationCursor(
-                        symbol=symbol,
-                        timeframe=timeframe,
-                        last_bar=ms_to_datetime(int(base_open[bars[-1]])),
-                    )
-                ],
-                update_conflicts=True,
-                unique_fields=["symbol", "timeframe"],
-                update_fields=["last_bar", "updated_at"],
-            )
-        if report.outbox_ids and dispatch:
-            from .dispatch import send_outbox
-
-            ids = list(report.outbox_ids)
-            transaction.on_commit(lambda: send_outbox(ids))
+    deciding = time.perf_counter()
+    firings = _alert_firings(playbooks, evaluation, candles[timeframe], bars, forming, now)
+    deciding_s = time.perf_counter() - deciding
+    evaluated = triggers = None
     if not forming and bars:
+        evaluated = _evaluated_bars(evaluation)
+        triggers = _condition_triggers(symbol, timeframe, evaluated, now)
+    written = _write(symbol, timeframe, canonicals, evaluated, triggers, firings, now, dispatch)
+    report.condition_triggers = written.condition_triggers
+    report.alert_triggers = written.alert_triggers
+    report.outbox_ids = written.outbox_ids
+    if not forming and bars and state.trailing:
         _hand_bars_to_trailing_deals(symbol, timeframe, candles[timeframe], bars)
     report.duration_ms = (time.perf_counter() - started) * 1000
     stats = result.stats
@@ -204,84 +207,216 @@ def evaluate_symbol(
     return report
 
 
+def _write(
+    symbol: str,
+    timeframe: str,
+    canonicals: dict,
+    evaluated: EvaluatedBars | None,
+    triggers: list[dict] | None,
+    firings: AlertFirings,
+    now: datetime,
+    dispatch: bool,
+) -> Written:
+    """Everything the evaluation produced, in one transaction. A registry row
+    this process remembered is gone (an operator deleted it): the write is
+    done again, registering it."""
+    for attempt in (1, 2):
+        new = [canonical for cid, canonical in canonicals.items() if cid not in _registered]
+        try:
+            with transaction.atomic(), pair_writes(now) as writes:
+                # Each cache row's foreign key is checked at commit, after the
+                # registration of any condition the registry lacks.
+                writes.register(new)
+                if evaluated is not None:
+                    writes.evaluations(symbol, timeframe, evaluated)
+                    writes.condition_triggers(triggers)
+                writes.alert_triggers(firings)
+                if evaluated is not None:
+                    writes.cursor(symbol, timeframe, evaluated.times[-1])
+                written = writes.finish()
+                if written.outbox_ids and dispatch:
+                    from .dispatch import send_outbox
+
+                    transaction.on_commit(partial(send_outbox, list(written.outbox_ids)))
+        except RegistryMoved as moved:
+            if attempt == 2:
+                raise
+            logger.warning("%s on %s %s: registering them again", moved, symbol, timeframe)
+            _registered.difference_update(moved.ids)
+            continue
+        _registered.update(canonicals)
+        return written
+    raise AssertionError("unreachable")
+
+
+def _read_pair(symbol: str, timeframe: str) -> _PairState:
+    """The pair's alerts, subscribed registry conditions, evaluation cursor
+    and trailing deals: on PostgreSQL in one round trip, alerts' content only
+    where their row version is not the one remembered."""
+    remembered = _remembered.get((symbol, timeframe), {})
+    if connection.vendor == "postgresql":
+        return _read_pair_postgres(symbol, timeframe, remembered)
+    rows = (
+        Alert.objects.filter(symbol=symbol, base_timeframe=timeframe, status=Alert.Status.ACTIVE)
+        .annotate(version=MD5(Cast("condition_config", TextField())))
+        .values_list("pk", "fire_mode", "last_fired_bar", "expires_at", "version")
+    )
+    # The digest is of the content alone: a new fire mode is a change too.
+    unknown = {
+        pk
+        for pk, fire_mode, _, _, version in rows
+        if pk not in remembered or remembered[pk].seen != (fire_mode, version)
+    }
+    stored = dict(
+        Alert.objects.filter(pk__in=unknown)
+        .annotate(stored_config=Cast("condition_config", TextField()))
+        .values_list("pk", "stored_config")
+    )
+    alerts = [
+        (*row, stored.get(row[0]))
+        for row in rows
+        if row[0] not in unknown or row[0] in stored  # else deleted since the first query
+    ]
+    subscribed = ConditionSubscription.objects.filter(
+        active=True, condition__symbol=symbol, condition__timeframe=timeframe
+    ).values_list("condition_id", flat=True)
+    return _PairState(
+        alerts,
+        list(
+            Condition.objects.filter(pk__in=subscribed)
+            .annotate(config=Cast("indicator_config", TextField()))
+            .values_list("pk", "config")
+        ),
+        EvaluationCursor.objects.filter(symbol=symbol, timeframe=timeframe)
+        .values_list("last_bar", flat=True)
+        .first(),
+        _trailing_deals(symbol, timeframe).exists(),
+    )
+
+
+_READ_ALERTS = """
+SELECT a.id, a.fire_mode, a.last_fired_bar, a.expires_at, a.xmin::text,
+    CASE WHEN k.version IS DISTINCT FROM a.xmin::text THEN a.condition_config::text END
+FROM alerts_alert a LEFT JOIN unnest(%b::bigint[], %b::text[]) AS k(id, version) ON k.id = a.id
+WHERE a.symbol = %s AND a.base_timeframe = %s AND a.status = %s
+"""
+_READ_SUBSCRIBED = """
+SELECT r.condition_id, r.indicator_config::text FROM condition_registry r
+WHERE r.symbol = %s AND r.timeframe = %s AND EXISTS (
+    SELECT 1 FROM user_condition_subscriptions s WHERE s.condition_id = r.condition_id AND s.active)
+"""
+_READ_CURSOR = "SELECT last_bar FROM evaluation_cursors WHERE symbol = %s AND timeframe = %s"
+# Open deals whose bot's settings give a trailing deviation (not absent, not null).
+_READ_TRAILING = """
+SELECT EXISTS (SELECT 1 FROM bots_deal d JOIN bots_bot b ON b.id = d.bot_id
+    WHERE d.state = %s AND b.symbol = %s AND b.base_timeframe = %s
+    AND b.settings -> 'trailing_deviation' <> 'null'::jsonb)
+"""
+
+
+def _read_pair_postgres(
+    symbol: str, timeframe: str, remembered: dict[int, _Remembered]
+) -> _PairState:
+    """_read_pair's queries in one pipeline. The row version is the row's
+    xmin, which any update of it moves (by the API, an operator's SQL, a
+    migration), free to read: the content is sent only for the alerts whose
+    version is not the one remembered."""
+    from bots.models import Deal
+
+    connection.ensure_connection()
+    with connection.connection.pipeline():
+        cursors = [psycopg.Cursor(connection.connection) for _ in range(4)]
+        alerts, subscribed, cursor, trailing = cursors
+        alerts.execute(
+            _READ_ALERTS,
+            [
+                list(remembered),
+                [known.seen[1] for known in remembered.values()],
+                symbol,
+                timeframe,
+                Alert.Status.ACTIVE,
+            ],
+        )
+        subscribed.execute(_READ_SUBSCRIBED, [symbol, timeframe])
+        cursor.execute(_READ_CURSOR, [symbol, timeframe])
+        trailing.execute(_READ_TRAILING, [Deal.State.OPEN, symbol, timeframe])
+        last_bar = cursor.fetchone()
+        return _PairState(
+            alerts.fetchall(),
+            subscribed.fetchall(),
+            last_bar[0] if last_bar else None,
+            trailing.fetchone()[0],
+        )
+
+
 def _active_playbooks(
-    symbol: str, timeframe: str, forming: bool, now: datetime, report: EvaluationReport
-) -> dict[int, tuple[_AlertRow, NormalizedAlert]]:
+    symbol: str,
+    timeframe: str,
+    rows: list[tuple],
+    forming: bool,
+    now: datetime,
+    report: EvaluationReport,
+) -> dict[int, tuple[_AlertRow, _Remembered]]:
     """The pair's active alerts (per_bar ones only, with `forming`) and their
     playbooks; those past their deadline are moved to expired instead.
 
     An alert is parsed only when its stored content differs from what its
-    remembered playbook was made from. The database sends each alert's row
-    version, and the content only of the alerts whose version is not the one
-    remembered; a new version with the same content (the row was updated for
-    last_fired_bar) keeps its playbook. An alert that cannot be evaluated is
-    skipped and reported."""
-    rows = (
-        Alert.objects.filter(symbol=symbol, base_timeframe=timeframe, status=Alert.Status.ACTIVE)
-        .annotate(version=_row_version())
-        .values_list("pk", "fire_mode", "last_fired_bar", "expires_at", "version")
-    )
-    live, expired = [], []
-    for row in rows:
+    remembered playbook was made from: a new row version with the same content
+    (the row was updated for last_fired_bar) keeps its playbook. An alert that
+    cannot be evaluated is skipped and reported."""
+    remembered = _remembered.get((symbol, timeframe), {})
+    kept: dict[int, _Remembered] = {}
+    playbooks = {}
+    expired = []
+    for pk, fire_mode, last_fired_bar, expires_at, version, stored in rows:
         # expires_at is the user's deadline on the wall clock, as the API
         # checks it; the exchange's clock decides bars, not deadlines.
-        if row[3] is not None and row[3] <= now:
-            expired.append(row[0])
-        elif not forming or row[1] == Alert.FireMode.PER_BAR:
-            live.append(row)
+        if expires_at is not None and expires_at <= now:
+            expired.append(pk)
+            continue
+        known = remembered.get(pk)
+        if stored is not None:
+            content = (fire_mode, hashlib.md5(stored.encode(), usedforsecurity=False).digest())
+            if known and known.content == content:
+                known = replace(known, seen=(fire_mode, version))
+            else:
+                known = _parse(pk, symbol, timeframe, fire_mode, stored, version, content, report)
+        if known is None:
+            continue
+        kept[pk] = known
+        if not forming or fire_mode == Alert.FireMode.PER_BAR:
+            playbooks[pk] = (_AlertRow(pk, fire_mode, last_fired_bar), known)
+    _remembered[(symbol, timeframe)] = kept
     if expired:
         report.expired_alerts = Alert.objects.filter(
             pk__in=expired, status=Alert.Status.ACTIVE
         ).update(status=Alert.Status.EXPIRED, updated_at=now)
-
-    unknown = {
-        pk
-        for pk, fire_mode, _, _, version in live
-        if (remembered := _playbooks.get(pk)) is None or remembered.seen != (fire_mode, version)
-    }
-    stored = {}
-    if unknown:
-        stored = dict(
-            Alert.objects.filter(pk__in=unknown)
-            .annotate(stored_config=Cast("condition_config", TextField()))
-            .values_list("pk", "stored_config")
-        )
-    playbooks = {}
-    for pk, fire_mode, last_fired_bar, _, version in live:
-        if pk in unknown:
-            if pk not in stored:
-                continue  # deleted since the first query
-            content = hashlib.md5(stored[pk].encode(), usedforsecurity=False).digest()
-            remembered = _playbooks.get(pk)
-            if remembered and remembered.content == (fire_mode, content):
-                _playbooks[pk] = replace(remembered, seen=(fire_mode, version))
-            else:
-                # What alert_input gives normalized_alert, without building a model.
-                raw = {
-                    "symbol": symbol,
-                    "base_timeframe": timeframe,
-                    "conditionConfig": json.loads(stored[pk]),
-                    "fireMode": fire_mode,
-                }
-                try:
-                    playbook = normalize_alert(raw)
-                except ConditionError as exc:
-                    logger.error("alert %s on %s %s skipped: %s", pk, symbol, timeframe, exc)
-                    report.skipped_alerts.append(pk)
-                    continue
-                _playbooks[pk] = _Remembered((fire_mode, version), (fire_mode, content), playbook)
-        playbooks[pk] = (_AlertRow(pk, fire_mode, last_fired_bar), _playbooks[pk].playbook)
     return playbooks
 
 
-def _row_version():
-    """What changes whenever an alert's row does, by whatever path (the API,
-    an operator's SQL, a migration). On PostgreSQL the row's xmin, free to
-    read; elsewhere a digest of the content."""
-    if connection.vendor == "postgresql":
-        # Only the model's own table name is interpolated.
-        return RawSQL(f'"{Alert._meta.db_table}".xmin::text', ())  # noqa: S611
-    return MD5(Cast("condition_config", TextField()))
+def _parse(
+    pk: int,
+    symbol: str,
+    timeframe: str,
+    fire_mode: str,
+    stored: str,
+    version: str,
+    content: tuple[str, bytes],
+    report: EvaluationReport,
+) -> _Remembered | None:
+    # What alert_input gives normalized_alert, without building a model.
+    raw = {
+        "symbol": symbol,
+        "base_timeframe": timeframe,
+        "conditionConfig": json.loads(stored),
+        "fireMode": fire_mode,
+    }
+    try:
+        return _Remembered((fire_mode, version), content, normalize_alert(raw))
+    except ConditionError as exc:
+        logger.error("alert %s on %s %s skipped: %s", pk, symbol, timeframe, exc)
+        report.skipped_alerts.append(pk)
+        return None
 
 
 def _trailing_deals(symbol: str, timeframe: str):
@@ -296,8 +431,6 @@ def _trailing_deals(symbol: str, timeframe: str):
 def _hand_bars_to_trailing_deals(
     symbol: str, timeframe: str, base: pd.DataFrame, bars: list[int]
 ) -> None:
-    if not _trailing_deals(symbol, timeframe).exists():
-        return
     from bots.tasks import trail_deals
 
     rows = base.iloc[bars]
@@ -308,26 +441,24 @@ def _hand_bars_to_trailing_deals(
     trail_deals.delay(symbol, timeframe, payload)
 
 
-def _subscribed_conditions(symbol: str, timeframe: str) -> dict[str, dict]:
-    """Registry conditions on the pair with at least one active bot; a row whose
-    stored form no longer normalizes to itself is skipped, never evaluated."""
-    ids = (
-        ConditionSubscription.objects.filter(
-            active=True, condition__symbol=symbol, condition__timeframe=timeframe
-        )
-        .values_list("condition_id", flat=True)
-        .distinct()
-    )
+def _subscribed_conditions(subscribed: list[tuple[str, str]]) -> dict[str, dict]:
+    """The canonical forms of the pair's subscribed registry conditions; a
+    row whose stored form no longer normalizes to itself is skipped, never
+    evaluated."""
     canonicals = {}
-    for condition in Condition.objects.filter(pk__in=ids):
-        try:
-            canonical = normalize_condition(condition.indicator_config)
-            if make_condition_id(canonical) != condition.condition_id:
-                raise ConditionError("indicator_config", "does not match its condition_id")
-        except ConditionError as exc:
-            logger.error("registry condition %s skipped: %s", condition.condition_id, exc)
-            continue
-        canonicals[condition.condition_id] = canonical
+    for cid, config in subscribed:
+        canonical = _registry_canonicals.get((cid, config))
+        if canonical is None:
+            try:
+                canonical = normalize_condition(json.loads(config))
+                if make_condition_id(canonical) != cid:
+                    raise ConditionError("indicator_config", "does not match its condition_id")
+            except ConditionError as exc:
+                logger.error("registry condition %s skipped: %s", cid, exc)
+                continue
+            _registry_canonicals[(cid, config)] = canonical
+            _registered.add(cid)
+        canonicals[cid] = canonical
     return canonicals
 
 
@@ -345,7 +476,7 @@ def _evaluate_pair(
     next. Should it fail, each alert gets its own plan so that one bad alert
     cannot stop the others on its symbol."""
     key = (symbol, timeframe, forming)
-    alerts = [((pk, _playbooks[pk].content), playbook) for pk, (_, playbook) in playbooks.items()]
+    alerts = [((pk, known.content), known.playbook) for pk, (_, known) in playbooks.items()]
     try:
         evaluator = _evaluators.setdefault(key, PairEvaluator())
         return evaluator.evaluate(canonicals, alerts, candles, timeframe, len(bars))
@@ -358,7 +489,8 @@ def _evaluate_pair(
     holds, kept = [], []
     base_open = candles[timeframe]["open_time"].to_numpy(dtype=np.int64)
     indicator_computations = 0
-    for alert_id, (_row, playbook) in list(playbooks.items()):
+    for alert_id, (_row, known) in list(playbooks.items()):
+        playbook = known.playbook
         try:
             part = EvaluationPlan(step.canonical for step in playbook.steps).run(candles, timeframe)
             signal = alert_signal(playbook, {cid: s.fired for cid, s in part.series.items()})
@@ -370,7 +502,7 @@ def _evaluate_pair(
         series.update(part.series.items())
         indicator_computations += part.stats.indicator_computations
         holds.append(signal[len(signal) - len(bars) :])
-        kept.append((alert_id, _playbooks[alert_id].content))
+        kept.append((alert_id, known.content))
     result = PlanResult(base_open_time=base_open, series=series)
     result.stats.indicator_computations = indicator_computations
     matrix = np.array(holds, dtype=bool).reshape(len(holds), len(bars))
@@ -378,316 +510,90 @@ def _evaluate_pair(
 
 
 def _bars_to_evaluate(
-    symbol: str, timeframe: str, base_open: np.ndarray, forming: bool
+    base_open: np.ndarray, evaluated: datetime | None, forming: bool
 ) -> list[int]:
+    """The bars after the cursor's (at most MAX_CATCHUP_BARS), or the last one."""
     last = len(base_open) - 1
-    if forming:
-        return [last]
-    evaluated = (
-        EvaluationCursor.objects.filter(symbol=symbol, timeframe=timeframe)
-        .values_list("last_bar", flat=True)
-        .first()
-    )
-    if evaluated is None:
+    if forming or evaluated is None:
         return [last]
     first = int(np.searchsorted(base_open, int(evaluated.timestamp() * 1000), side="right"))
     return list(range(max(first, last - MAX_CATCHUP_BARS + 1), last + 1))
 
 
-def _record_conditions(
-    symbol: str,
-    timeframe: str,
-    canonicals: dict,
-    evaluation: PairEvaluation,
-    bars: list[int],
-    now: datetime,
-    report: EvaluationReport,
-) -> None:
-    if not bars:
-        return
+def _evaluated_bars(evaluation: PairEvaluation) -> EvaluatedBars:
+    """Every condition at every bar evaluated, as the columns the registry's
+    cache rows and counters are written from."""
     result = evaluation.result
-    all_series = list(result.series.items())
-    evaluated = [cid for cid, _ in all_series]
-    indexes = [evaluation.series_index(position) for position in range(len(bars))]
-    times = [ms_to_datetime(int(result.base_open_time[index])) for index in indexes]
-    # The cache rows' foreign key is checked at commit, after the
-    # registration of any condition the registry lacks, below.
-    write = _store_evaluations if connection.vendor == "postgresql" else _write_evaluations
-    known = write(symbol, timeframe, all_series, indexes, times, now)
-    unknown = canonicals.keys() - known
-    if unknown:
-        for cid in unknown:
-            register_canonical(canonicals[cid])
-        _count_evaluations([cid for cid in evaluated if cid in unknown], len(bars), now)
+    indexes = [evaluation.series_index(position) for position in range(evaluation.bars)]
+    ids = list(result.series)
+    every = [result.series[cid] for cid in ids]
+    kinds = np.array(
+        [
+            NO_RIGHT if s.right is None else CHANNEL if isinstance(s.right, tuple) else VALUE
+            for s in every
+        ],
+        dtype=np.int16,
+    )
+    nan = float("nan")
 
-    triggers = [
+    def column(values) -> np.ndarray:
+        return np.array([values(s, index) for index in indexes for s in every], dtype=np.float64)
+
+    return EvaluatedBars(
+        ids=ids,
+        times=[ms_to_datetime(int(result.base_open_time[index])) for index in indexes],
+        left=column(lambda s, i: s.left[i]),
+        right=column(
+            lambda s, i: (
+                s.right[i] if s.right is not None and not isinstance(s.right, tuple) else nan
+            )
+        ),
+        lower=column(lambda s, i: s.right[0][i] if isinstance(s.right, tuple) else nan),
+        upper=column(lambda s, i: s.right[1][i] if isinstance(s.right, tuple) else nan),
+        kind=np.tile(kinds, len(indexes)),
+        fired=np.array([s.fired[index] for index in indexes for s in every], dtype=bool),
+    )
+
+
+def _condition_triggers(
+    symbol: str, timeframe: str, evaluated: EvaluatedBars, now: datetime
+) -> list[dict]:
+    """A trigger row for every condition that held at a bar evaluated."""
+    width = len(evaluated.ids)
+    return [
         {
-            "condition_id": cid,
+            "condition_id": evaluated.ids[row % width],
             "symbol": symbol,
             "timeframe": timeframe,
-            "candle_time": candle_time,
+            "candle_time": evaluated.times[row // width],
             "triggered_at": now,
-            "trigger_value": series.values_at(index),
+            "trigger_value": {
+                key: value for key, value in evaluated.values_at(row).items() if key != "fired"
+            },
             "processed": False,
         }
-        for index, candle_time in zip(indexes, times, strict=True)
-        for cid, series in all_series
-        if series.fired[index]
+        for row in np.flatnonzero(evaluated.fired).tolist()
     ]
-    if not triggers:
-        return
-    insert = _store_triggers if connection.vendor == "postgresql" else _insert_triggers
-    report.condition_triggers, outbox_ids = insert(triggers, now)
-    report.outbox_ids.extend(outbox_ids)
 
 
-def _insert_triggers(triggers: list[dict], now: datetime) -> tuple[int, list[int]]:
-    """Write the condition triggers not written yet, with their subscriber
-    counts, the registry's trigger counters, and an outbox row for each new
-    trigger of a condition with subscriptions: how many triggers are new,
-    and the outbox rows' ids."""
-    counts = subscriber_counts({row["condition_id"] for row in triggers})
-    for row in triggers:
-        row["subscribers_count"] = sum(counts[row["condition_id"]])
-    inserted = _insert_rows(
-        ConditionTrigger, triggers, ["condition", "candle_time"], returning=("id", "condition")
-    )
-    # A catch-up inserts several triggers of one condition at once: one
-    # update per distinct number of new triggers, not one per condition.
-    by_count: dict[int, list[str]] = {}
-    for cid, count in Counter(cid for _, cid in inserted).items():
-        by_count.setdefault(count, []).append(cid)
-    for count, cids in by_count.items():
-        Condition.objects.filter(pk__in=cids).update(
-            last_triggered_at=now, trigger_count=F("trigger_count") + count
-        )
-    outbox_ids = _add_outbox(
-        [
-            ("condition_trigger", f"condition_trigger:{tid}", {"condition_trigger_id": tid})
-            for tid, cid in inserted
-            if counts[cid][0] > 0
-        ],
-        now,
-    )
-    return len(inserted), outbox_ids
-
-
-# _insert_triggers in one statement: the database counts each condition's
-# subscribers (active subscriptions plus active alerts) as it inserts.
-_STORE_TRIGGERS = """
-WITH inserted AS (
-    INSERT INTO condition_triggers (condition_id, symbol, timeframe, candle_time, triggered_at,
-                                    trigger_value, processed, subscribers_count)
-    SELECT v.id, v.symbol, v.timeframe, v.candle_time, %s, v.trigger_value, false,
-        (SELECT count(*) FROM user_condition_subscriptions s
-         WHERE s.condition_id = v.id AND s.active)
-        + (SELECT count(*) FROM alerts_alert_conditions c JOIN alerts_alert a ON a.id = c.alert_id
-           WHERE c.condition_id = v.id AND a.status = %s)
-    FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], %b::jsonb[])
-        AS v(id, symbol, timeframe, candle_time, trigger_value)
-    ON CONFLICT (condition_id, candle_time) DO NOTHING
-    RETURNING id, condition_id
-), counted AS (
-    UPDATE condition_registry r
-    SET last_triggered_at = %s, trigger_count = r.trigger_count + n.triggers
-    FROM (SELECT condition_id, count(*) AS triggers FROM inserted GROUP BY condition_id) n
-    WHERE r.condition_id = n.condition_id
-), queued AS (
-    INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
-    SELECT 'condition_trigger', 'condition_trigger:' || i.id,
-        jsonb_build_object('condition_trigger_id', i.id), %s, 0, ''
-    FROM inserted i
-    WHERE EXISTS (SELECT 1 FROM user_condition_subscriptions s
-                  WHERE s.condition_id = i.condition_id AND s.active)
-    ON CONFLICT (key) DO NOTHING
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM inserted), ARRAY(SELECT id FROM queued ORDER BY id)
-"""
-
-
-def _store_triggers(triggers: list[dict], now: datetime) -> tuple[int, list[int]]:
-    """_insert_triggers on PostgreSQL, in one round trip."""
-    columns = [
-        [row[name] for row in triggers]
-        for name in ("condition_id", "symbol", "timeframe", "candle_time")
-    ]
-    values = [json.dumps(row["trigger_value"]) for row in triggers]
-    with _binary_cursor() as cursor:
-        cursor.execute(_STORE_TRIGGERS, [now, Alert.Status.ACTIVE, *columns, values, now, now])
-        count, outbox_ids = cursor.fetchone()
-        return count, outbox_ids
-
-
-# One statement for what a pair's evaluation writes to the registry side:
-# the counters of every condition evaluated, and its cache rows, their JSON
-# built by the database from one array per value (NaN is a missing value;
-# `kind` says whether the right side is absent, a value, or a channel).
-_STORE_EVALUATIONS = """
-WITH counted AS (
-    UPDATE condition_registry
-    SET last_evaluated_at = %s, evaluation_count = evaluation_count + %s
-    WHERE condition_id = ANY(%b) RETURNING condition_id
-), stored AS (
-    INSERT INTO condition_evaluation_cache
-        (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
-    SELECT v.id, %s, %s, v.candle_time, jsonb_build_object(
-        'left', NULLIF(v.lhs, 'NaN'),
-        'right', CASE v.kind
-            WHEN 1 THEN to_jsonb(NULLIF(v.rhs, 'NaN'))
-            WHEN 2 THEN jsonb_build_object('lower', NULLIF(v.lower, 'NaN'),
-                                           'upper', NULLIF(v.upper, 'NaN'))
-        END,
-        'fired', v.fired), %s
-    FROM unnest(%b::varchar[], %b::timestamptz[], %b::float8[], %b::float8[], %b::float8[],
-                %b::float8[], %b::int2[], %b::bool[])
-        AS v(id, candle_time, lhs, rhs, lower, upper, kind, fired)
-    ON CONFLICT (condition_id, candle_time) DO NOTHING
-)
-SELECT condition_id FROM counted
-"""
-
-
-def _store_evaluations(
-    symbol: str,
-    timeframe: str,
-    all_series: list,
-    indexes: list[int],
-    times: list[datetime],
-    now: datetime,
-) -> set[str]:
-    """On PostgreSQL: count the evaluations and write the cache rows in one
-    round trip; the ids of the conditions the registry holds."""
-    nan = float("nan")
-    columns: list[list] = [[] for _ in range(8)]
-    ids, candle_times, lefts, rights, lowers, uppers, kinds, fired = columns
-    for index, candle_time in zip(indexes, times, strict=True):
-        for cid, series in all_series:
-            ids.append(cid)
-            candle_times.append(candle_time)
-            lefts.append(float(series.left[index]))
-            right = series.right
-            if right is None:
-                kinds.append(0)
-                rights.append(nan)
-                lowers.append(nan)
-                uppers.append(nan)
-            elif isinstance(right, tuple):
-                kinds.append(2)
-                rights.append(nan)
-                lowers.append(float(right[0][index]))
-                uppers.append(float(right[1][index]))
-            else:
-                kinds.append(1)
-                rights.append(float(right[index]))
-                lowers.append(nan)
-                uppers.append(nan)
-            fired.append(bool(series.fired[index]))
-    with _binary_cursor() as cursor:
-        cursor.execute(
-            _STORE_EVALUATIONS,
-            [now, len(indexes), [cid for cid, _ in all_series], symbol, timeframe, now, *columns],
-        )
-        return {cid for (cid,) in cursor.fetchall()}
-
-
-def _insert_rows(
-    model, rows: list[dict], conflict: list[str], returning: tuple[str, ...] = ()
-) -> list[tuple]:
-    """insert_new; on PostgreSQL, as one array per column in one statement,
-    the cheapest way to send it the thousands of rows a cycle writes."""
-    if not rows:
-        return []
-    if connection.vendor != "postgresql":
-        return insert_new(model, rows, conflict, returning or conflict[:1], 1000)
-    meta = model._meta
-    fields = [meta.get_field(name) for name in rows[0]]
-    arrays = []
-    for name, model_field in zip(rows[0], fields, strict=True):
-        values = [row[name] for row in rows]
-        if isinstance(model_field, JSONField):
-            values = [json.dumps(value) for value in values]
-        arrays.append(values)
-    columns = ", ".join(model_field.column for model_field in fields)
-    casts = ", ".join(f"%b::{model_field.db_type(connection)}[]" for model_field in fields)
-    keys = ", ".join(meta.get_field(name).column for name in conflict)
-    back = ", ".join(meta.get_field(name).column for name in returning)
-    # Only names from the model's metadata are interpolated; values are
-    # parameters (%b: sent in binary).
-    sql = (
-        f"INSERT INTO {meta.db_table} ({columns}) SELECT * FROM unnest({casts}) "  # noqa: S608
-        f"ON CONFLICT ({keys}) DO NOTHING" + (f" RETURNING {back}" if back else "")
-    )
-    with _binary_cursor() as cursor:
-        cursor.execute(sql, arrays)
-        return cursor.fetchall() if back else []
-
-
-def _binary_cursor():
-    """A cursor of the same connection (and transaction) that sends its
-    parameters apart from the statement, in binary: Django's own renders
-    every array element into the SQL text, which costs more than the
-    statement for the tens of thousands of values a cycle writes."""
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
-
-
-def _write_evaluations(
-    symbol: str,
-    timeframe: str,
-    all_series: list,
-    indexes: list[int],
-    times: list[datetime],
-    now: datetime,
-) -> set[str]:
-    """_store_evaluations through the ORM, for the other databases."""
-    ids = [cid for cid, _ in all_series]
-    known = set(Condition.objects.filter(pk__in=ids).values_list("pk", flat=True))
-    _count_evaluations(known, len(indexes), now)
-    rows = [
-        {
-            "condition_id": cid,
-            "symbol": symbol,
-            "timeframe": timeframe,
-            "candle_time": candle_time,
-            "indicator_values": {**series.values_at(index), "fired": bool(series.fired[index])},
-            "evaluated_at": now,
-        }
-        for index, candle_time in zip(indexes, times, strict=True)
-        for cid, series in all_series
-    ]
-    _insert_rows(ConditionEvaluation, rows, ["condition", "candle_time"])
-    return known
-
-
-def _count_evaluations(cids: Iterable[str], bars: int, now: datetime) -> None:
-    """The registry's evaluation counters of `cids`, each evaluated at `bars` bars."""
-    Condition.objects.filter(pk__in=cids).update(
-        last_evaluated_at=now, evaluation_count=F("evaluation_count") + bars
-    )
-
-
-def _fire_alerts(
+def _alert_firings(
     playbooks: dict,
     evaluation: PairEvaluation,
     base: pd.DataFrame,
     bars: Iterable[int],
     forming: bool,
     now: datetime,
-    report: EvaluationReport,
-) -> float:
-    """Write the triggers of the alerts that fire; the seconds spent deciding
-    which do (the rest is writing)."""
-    started = time.perf_counter()
+) -> AlertFirings:
+    """The triggers of the alerts that fire at the bars evaluated."""
     result = evaluation.result
     closes = base["close"].to_numpy()
     last_bar = len(base) - 1
     bars = list(bars)
-    rows, once_alerts, fired_bars = [], [], {}
+    firings = AlertFirings()
     # An alert that holds at none of the bars cannot fire at any of them.
     for position in np.flatnonzero(evaluation.holds.any(axis=1)):
         alert_id, _ = evaluation.alert_keys[position]
-        alert, playbook = playbooks[alert_id]
+        alert, known = playbooks[alert_id]
         last_fired = int(alert.last_fired_bar.timestamp() * 1000) if alert.last_fired_bar else None
         for offset, bar in enumerate(bars):
             index = evaluation.series_index(offset)
@@ -705,130 +611,21 @@ def _fire_alerts(
                 "close": float(closes[bar]),
                 "bar_closed": closed,
                 "values": {
-                    cid: result.series[cid].values_at(index) for cid in playbook.condition_ids
+                    cid: result.series[cid].values_at(index) for cid in known.playbook.condition_ids
                 },
             }
-            rows.append(
+            bar_time = ms_to_datetime(bar_open)
+            firings.rows.append(
                 {
                     "alert_id": alert_id,
-                    "bar_open_time": ms_to_datetime(bar_open),
+                    "bar_open_time": bar_time,
                     "fired_at": now,
                     "snapshot": snapshot,
                 }
             )
             last_fired = bar_open
-            fired_bars[alert_id] = bar_open
+            firings.last_fired[alert_id] = bar_time
             if alert.fire_mode == Alert.FireMode.ONCE:
-                once_alerts.append(alert_id)
+                firings.once.append(alert_id)
                 break
-    deciding_s = time.perf_counter() - started
-    if rows:
-        write = (
-            _store_alert_triggers if connection.vendor == "postgresql" else _write_alert_triggers
-        )
-        report.alert_triggers, outbox_ids = write(rows, fired_bars, once_alerts, now)
-        report.outbox_ids.extend(outbox_ids)
-    return deciding_s
-
-
-def _write_alert_triggers(
-    rows: list[dict], fired_bars: dict[int, int], once_alerts: list[int], now: datetime
-) -> tuple[int, list[int]]:
-    """Write the alert triggers not written yet, each alert's last fired bar,
-    `once` alerts moved to triggered, and an outbox row per new trigger: how
-    many triggers are new, and the outbox rows' ids."""
-    inserted = _insert_rows(
-        AlertTrigger, rows, ["alert", "bar_open_time"], returning=("id", "alert")
-    )
-    # One update per bar fired at (usually one), not one per alert.
-    by_bar: dict[int, list[int]] = {}
-    for alert_id, bar_open in fired_bars.items():
-        by_bar.setdefault(bar_open, []).append(alert_id)
-    for bar_open, alert_ids in by_bar.items():
-        Alert.objects.filter(pk__in=alert_ids).update(last_fired_bar=ms_to_datetime(bar_open))
-    if once_alerts:
-        Alert.objects.filter(pk__in=once_alerts, status=Alert.Status.ACTIVE).update(
-            status=Alert.Status.TRIGGERED, updated_at=now
-        )
-    outbox_ids = _add_outbox(
-        [
-            ("alert_trigger", f"alert_trigger:{tid}", {"alert_trigger_id": tid})
-            for tid, _ in inserted
-        ],
-        now,
-    )
-    return len(inserted), outbox_ids
-
-
-# _write_alert_triggers in one statement.
-_STORE_ALERT_TRIGGERS = """
-WITH inserted AS (
-    INSERT INTO alerts_alerttrigger (alert_id, bar_open_time, fired_at, snapshot)
-    SELECT v.alert_id, v.bar_open_time, %s, v.snapshot
-    FROM unnest(%b::bigint[], %b::timestamptz[], %b::jsonb[]) AS v(alert_id, bar_open_time, snapshot)
-    ON CONFLICT (alert_id, bar_open_time) DO NOTHING
-    RETURNING id
-), fired AS (
-    UPDATE alerts_alert a
-    SET last_fired_bar = f.bar_open_time,
-        status = CASE WHEN f.once AND a.status = %s THEN %s ELSE a.status END,
-        updated_at = CASE WHEN f.once AND a.status = %s THEN %s ELSE a.updated_at END
-    FROM unnest(%b::bigint[], %b::timestamptz[], %b::bool[]) AS f(id, bar_open_time, once)
-    WHERE a.id = f.id
-), queued AS (
-    INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
-    SELECT 'alert_trigger', 'alert_trigger:' || id, jsonb_build_object('alert_trigger_id', id),
-        %s, 0, ''
-    FROM inserted
-    ON CONFLICT (key) DO NOTHING
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM inserted), ARRAY(SELECT id FROM queued ORDER BY id)
-"""
-
-
-def _store_alert_triggers(
-    rows: list[dict], fired_bars: dict[int, int], once_alerts: list[int], now: datetime
-) -> tuple[int, list[int]]:
-    """_write_alert_triggers on PostgreSQL, in one round trip."""
-    once = set(once_alerts)
-    active, triggered = Alert.Status.ACTIVE, Alert.Status.TRIGGERED
-    with _binary_cursor() as cursor:
-        cursor.execute(
-            _STORE_ALERT_TRIGGERS,
-            [
-                now,
-                [row["alert_id"] for row in rows],
-                [row["bar_open_time"] for row in rows],
-                [json.dumps(row["snapshot"]) for row in rows],
-                active,
-                triggered,
-                active,
-                now,
-                list(fired_bars),
-                [ms_to_datetime(bar_open) for bar_open in fired_bars.values()],
-                [alert_id in once for alert_id in fired_bars],
-                now,
-            ],
-        )
-        count, outbox_ids = cursor.fetchone()
-        return count, outbox_ids
-
-
-def _add_outbox(messages: list[tuple[str, str, dict]], now: datetime) -> list[int]:
-    """Outbox rows for (topic, key, payload) messages; the new rows' ids."""
-    if not messages:
-        return []
-    rows = [
-        {
-            "topic": topic,
-            "key": key,
-            "payload": payload,
-            "created_at": now,
-            "attempts": 0,
-            "last_error": "",
-        }
-        for topic, key, payload in messages
-    ]
-    inserted = _insert_rows(OutboxMessage, rows, ["key"], returning=("id",))
-    return [row_id for (row_id,) in inserted]
+    return firings

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count
+from django.utils import timezone
 
 from conditions.engine.normalize import condition_id as make_condition_id
 from conditions.engine.normalize import normalize_condition
@@ -22,27 +23,32 @@ def condition_type(canonical: Mapping) -> str:
     return left["name"].lower() if left["kind"] == "indicator" else left["kind"]
 
 
+def registry_row(canonical: Mapping) -> dict:
+    """The fields of a canonical condition's registry row, as it is created."""
+    return {
+        "condition_id": make_condition_id(canonical),
+        "condition_type": condition_type(canonical),
+        "symbol": canonical["symbol"],
+        "timeframe": canonical["timeframe"],
+        "indicator_config": dict(canonical),
+        "created_at": timezone.now(),
+        "evaluation_count": 0,
+        "trigger_count": 0,
+    }
+
+
 def register_canonical(canonical: Mapping) -> tuple[Condition, bool]:
     """The registry row of a canonical condition, created if new."""
-    cid = make_condition_id(canonical)
-    existing = Condition.objects.filter(pk=cid).first()
+    row = registry_row(canonical)
+    existing = Condition.objects.filter(pk=row["condition_id"]).first()
     if existing:
         return existing, False
     try:
         with transaction.atomic():
-            return (
-                Condition.objects.create(
-                    condition_id=cid,
-                    condition_type=condition_type(canonical),
-                    symbol=canonical["symbol"],
-                    timeframe=canonical["timeframe"],
-                    indicator_config=dict(canonical),
-                ),
-                True,
-            )
+            return Condition.objects.create(**row), True
     except IntegrityError:
         # Another request registered the same condition a moment ago.
-        return Condition.objects.get(pk=cid), False
+        return Condition.objects.get(pk=row["condition_id"]), False
 
 
 def register_condition(

@@ -1,0 +1,523 @@
+"""What one pair's evaluation writes, in its one transaction.
+
+The registry's evaluation counters and cache rows, condition triggers (with
+their subscriber counts, trigger counters and outbox rows), alert triggers
+(with their alerts' last fired bar, `once` transitions and outbox rows), and
+the evaluation cursor.
+
+On PostgreSQL the statements are queued in one pipeline and answered
+together: the whole write costs one round trip to the database instead of one
+per statement, and on a busy machine each round trip costs a millisecond of
+waiting for the other process to be scheduled. The large columns go as
+binary arrays built with numpy. Elsewhere (SQLite, the embedded default) the
+same writes go through the ORM, one after another.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import psycopg
+from django.db import connection
+from django.db.models import F, JSONField
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+from conditions.bulk import insert_new
+from conditions.models import Condition, ConditionEvaluation, ConditionTrigger, EvaluationCursor
+from conditions.services import registry_row, subscriber_counts
+
+from .models import Alert, AlertTrigger, OutboxMessage
+
+# How an evaluated condition's right side is shaped, in EvaluatedBars.kind.
+NO_RIGHT, VALUE, CHANNEL = 0, 1, 2
+
+
+@dataclass
+class EvaluatedBars:
+    """Every condition evaluated at each bar of an evaluation, as columns of
+    one row per (bar, condition), bar by bar: what the registry's cache rows
+    and counters are written from. NaN is a missing value."""
+
+    ids: list[str]  # the conditions, in the order of each bar's rows
+    times: list[datetime]  # the bars' open times
+    left: np.ndarray
+    right: np.ndarray  # where kind is VALUE
+    lower: np.ndarray  # where kind is CHANNEL
+    upper: np.ndarray
+    kind: np.ndarray
+    fired: np.ndarray
+
+    def values_at(self, row: int) -> dict:
+        """The cache row's indicator_values, as ConditionSeries.values_at gives them."""
+
+        def number(values: np.ndarray) -> float | None:
+            value = float(values[row])
+            return None if np.isnan(value) else value
+
+        kind = self.kind[row]
+        if kind == CHANNEL:
+            right = {"lower": number(self.lower), "upper": number(self.upper)}
+        else:
+            right = number(self.right) if kind == VALUE else None
+        return {"left": number(self.left), "right": right, "fired": bool(self.fired[row])}
+
+
+@dataclass
+class Written:
+    condition_triggers: int = 0
+    alert_triggers: int = 0
+    outbox_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class AlertFirings:
+    """The alert triggers an evaluation decided on."""
+
+    rows: list[dict] = field(default_factory=list)  # alert_id, bar_open_time, fired_at, snapshot
+    last_fired: dict[int, datetime] = field(default_factory=dict)  # per alert, its last bar fired
+    once: list[int] = field(default_factory=list)  # `once` alerts that fired: now triggered
+
+
+class RegistryMoved(Exception):
+    """Registry rows this process remembered as present are gone: the
+    evaluation is written again, registering them first."""
+
+    def __init__(self, ids: set[str]) -> None:
+        super().__init__(f"{len(ids)} registry conditions are gone")
+        self.ids = ids
+
+
+@contextmanager
+def pair_writes(now: datetime) -> Iterator[PairWrites]:
+    """The writer for this database, inside the caller's transaction."""
+    if connection.vendor != "postgresql":
+        yield PairWrites(now)
+        return
+    connection.ensure_connection()
+    with connection.connection.pipeline():
+        yield PostgresWrites(now)
+
+
+class PairWrites:
+    """The writes through the ORM, each as it is asked for."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.written = Written()
+
+    def register(self, canonicals: list[Mapping]) -> None:
+        """Registry rows for conditions that may not have one yet."""
+        _insert_rows(Condition, [registry_row(c) for c in canonicals], ["condition_id"])
+
+    def evaluations(self, symbol: str, timeframe: str, bars: EvaluatedBars) -> None:
+        """Count the evaluations and write the cache rows. RegistryMoved when a
+        condition has no registry row."""
+        known = set(Condition.objects.filter(pk__in=bars.ids).values_list("pk", flat=True))
+        if missing := set(bars.ids) - known:
+            raise RegistryMoved(missing)
+        count_evaluations(bars.ids, len(bars.times), self.now)
+        width = len(bars.ids)
+        rows = [
+            {
+                "condition_id": cid,
+                "symbol": symbol,
+                "timeframe": timeframe,
+                "candle_time": bars.times[row // width],
+                "indicator_values": bars.values_at(row),
+                "evaluated_at": self.now,
+            }
+            for row, cid in enumerate(bars.ids * len(bars.times))
+        ]
+        _insert_rows(ConditionEvaluation, rows, ["condition", "candle_time"])
+
+    def condition_triggers(self, triggers: list[dict]) -> None:
+        """The condition triggers not written yet, with their subscriber
+        counts, the registry's trigger counters, and an outbox row for each new
+        trigger of a condition with subscriptions."""
+        if not triggers:
+            return
+        counts = subscriber_counts({row["condition_id"] for row in triggers})
+        for row in triggers:
+            row["subscribers_count"] = sum(counts[row["condition_id"]])
+        inserted = _insert_rows(
+            ConditionTrigger, triggers, ["condition", "candle_time"], returning=("id", "condition")
+        )
+        # A catch-up inserts several triggers of one condition at once: one
+        # update per distinct number of new triggers, not one per condition.
+        by_count: dict[int, list[str]] = {}
+        for cid, count in Counter(cid for _, cid in inserted).items():
+            by_count.setdefault(count, []).append(cid)
+        for count, cids in by_count.items():
+            Condition.objects.filter(pk__in=cids).update(
+                last_triggered_at=self.now, trigger_count=F("trigger_count") + count
+            )
+        self.written.condition_triggers = len(inserted)
+        self.written.outbox_ids += self._outbox(
+            [
+                ("condition_trigger", f"condition_trigger:{tid}", {"condition_trigger_id": tid})
+                for tid, cid in inserted
+                if counts[cid][0] > 0
+            ]
+        )
+
+    def alert_triggers(self, firings: AlertFirings) -> None:
+        """The alert triggers not written yet, each alert's last fired bar,
+        `once` alerts moved to triggered, and an outbox row per new trigger."""
+        if not firings.rows:
+            return
+        inserted = _insert_rows(
+            AlertTrigger, firings.rows, ["alert", "bar_open_time"], returning=("id", "alert")
+        )
+        # One update per bar fired at (usually one), not one per alert.
+        by_bar: dict[datetime, list[int]] = {}
+        for alert_id, bar in firings.last_fired.items():
+            by_bar.setdefault(bar, []).append(alert_id)
+        for bar, alert_ids in by_bar.items():
+            Alert.objects.filter(pk__in=alert_ids).update(last_fired_bar=bar)
+        if firings.once:
+            Alert.objects.filter(pk__in=firings.once, status=Alert.Status.ACTIVE).update(
+                status=Alert.Status.TRIGGERED, updated_at=self.now
+            )
+        self.written.alert_triggers = len(inserted)
+        self.written.outbox_ids += self._outbox(
+            [
+                ("alert_trigger", f"alert_trigger:{tid}", {"alert_trigger_id": tid})
+                for tid, _ in inserted
+            ]
+        )
+
+    def cursor(self, symbol: str, timeframe: str, last_bar: datetime) -> None:
+        """The pair's evaluation cursor moved to `last_bar`."""
+        EvaluationCursor.objects.bulk_create(
+            [EvaluationCursor(symbol=symbol, timeframe=timeframe, last_bar=last_bar)],
+            update_conflicts=True,
+            unique_fields=["symbol", "timeframe"],
+            update_fields=["last_bar", "updated_at"],
+        )
+
+    def finish(self) -> Written:
+        return self.written
+
+    def _outbox(self, messages: list[tuple[str, str, dict]]) -> list[int]:
+        """Outbox rows for (topic, key, payload) messages; the new rows' ids."""
+        rows = [
+            {
+                "topic": topic,
+                "key": key,
+                "payload": payload,
+                "created_at": self.now,
+                "attempts": 0,
+                "last_error": "",
+            }
+            for topic, key, payload in messages
+        ]
+        return [row_id for (row_id,) in _insert_rows(OutboxMessage, rows, ["key"], ("id",))]
+
+
+def count_evaluations(cids: list[str], bars: int, now: datetime) -> None:
+    """The registry's evaluation counters of `cids`, each evaluated at `bars` bars."""
+    Condition.objects.filter(pk__in=cids).update(
+        last_evaluated_at=now, evaluation_count=F("evaluation_count") + bars
+    )
+
+
+def _insert_rows(
+    model, rows: list[dict], conflict: list[str], returning: tuple[str, ...] = ()
+) -> list[tuple]:
+    if not rows:
+        return []
+    return insert_new(model, rows, conflict, returning or conflict[:1], 1000)
+
+
+class PostgresWrites(PairWrites):
+    """The same writes as statements queued in the connection's pipeline;
+    `finish` reads their answers, all sent back together."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__(now)
+        self._evaluations: tuple[psycopg.Cursor, list[str]] | None = None
+        self._answers: list[tuple[psycopg.Cursor, str]] = []
+
+    def register(self, canonicals: list[Mapping]) -> None:
+        rows = [registry_row(canonical) for canonical in canonicals]
+        if rows:
+            self._execute(*_insert_statement(Condition, rows, ["condition_id"]))
+
+    def evaluations(self, symbol: str, timeframe: str, bars: EvaluatedBars) -> None:
+        count = len(bars.ids) * len(bars.times)
+        candle_us = np.repeat(np.array([_pg_microseconds(t) for t in bars.times]), len(bars.ids))
+        cursor = self._execute(
+            _STORE_EVALUATIONS,
+            [
+                self.now,
+                len(bars.times),
+                TextArray.of(bars.ids),
+                symbol,
+                timeframe,
+                self.now,
+                TextArray.of(bars.ids * len(bars.times)),
+                TimestamptzArray.of(candle_us, count),
+                Float8Array.of(bars.left, count),
+                Float8Array.of(bars.right, count),
+                Float8Array.of(bars.lower, count),
+                Float8Array.of(bars.upper, count),
+                Int2Array.of(bars.kind, count),
+                BoolArray.of(bars.fired, count),
+            ],
+        )
+        self._evaluations = (cursor, bars.ids)
+
+    def condition_triggers(self, triggers: list[dict]) -> None:
+        if not triggers:
+            return
+        columns = [
+            [row[name] for row in triggers]
+            for name in ("condition_id", "symbol", "timeframe", "candle_time")
+        ]
+        values = [json.dumps(row["trigger_value"]) for row in triggers]
+        cursor = self._execute(
+            _STORE_TRIGGERS, [self.now, Alert.Status.ACTIVE, *columns, values, self.now, self.now]
+        )
+        self._answers.append((cursor, "condition_triggers"))
+
+    def alert_triggers(self, firings: AlertFirings) -> None:
+        if not firings.rows:
+            return
+        once = set(firings.once)
+        active, triggered = Alert.Status.ACTIVE, Alert.Status.TRIGGERED
+        cursor = self._execute(
+            _STORE_ALERT_TRIGGERS,
+            [
+                self.now,
+                [row["alert_id"] for row in firings.rows],
+                [row["bar_open_time"] for row in firings.rows],
+                [json.dumps(row["snapshot"]) for row in firings.rows],
+                active,
+                triggered,
+                active,
+                self.now,
+                list(firings.last_fired),
+                list(firings.last_fired.values()),
+                [alert_id in once for alert_id in firings.last_fired],
+                self.now,
+            ],
+        )
+        self._answers.append((cursor, "alert_triggers"))
+
+    def cursor(self, symbol: str, timeframe: str, last_bar: datetime) -> None:
+        self._execute(_MOVE_CURSOR, [symbol, timeframe, last_bar, self.now])
+
+    def finish(self) -> Written:
+        if self._evaluations is not None:
+            cursor, ids = self._evaluations
+            (counted,) = cursor.fetchone()
+            if counted != len(ids):
+                present = {cid for (cid,) in self._execute(_PRESENT, [ids]).fetchall()}
+                raise RegistryMoved(set(ids) - present)
+        for cursor, name in self._answers:
+            count, outbox_ids = cursor.fetchone()
+            setattr(self.written, name, count)
+            self.written.outbox_ids += outbox_ids
+        return self.written
+
+    def _execute(self, sql: str, params: list) -> psycopg.Cursor:
+        """A statement queued in the pipeline, on a cursor of the
+        transaction's connection that sends its parameters apart from the
+        statement, binary where asked (%b): Django's own cursor renders every
+        value into the SQL text."""
+        cursor = psycopg.Cursor(connection.connection)
+        for array_type in (TextArray, TimestamptzArray, Float8Array, Int2Array, BoolArray):
+            cursor.adapters.register_dumper(array_type, _BinaryArrayDumper)
+        cursor.execute(sql, params)
+        return cursor
+
+
+def _insert_statement(model, rows: list[dict], conflict: list[str]) -> tuple[str, list]:
+    """INSERT ... ON CONFLICT DO NOTHING of `rows`, as one array per column."""
+    meta = model._meta
+    fields = [meta.get_field(name) for name in rows[0]]
+    arrays = []
+    for name, model_field in zip(rows[0], fields, strict=True):
+        values = [row[name] for row in rows]
+        if isinstance(model_field, JSONField):
+            values = [json.dumps(value) for value in values]
+        arrays.append(values)
+    columns = ", ".join(model_field.column for model_field in fields)
+    casts = ", ".join(f"%b::{model_field.db_type(connection)}[]" for model_field in fields)
+    keys = ", ".join(meta.get_field(name).column for name in conflict)
+    # Only names from the model's metadata are interpolated.
+    sql = (
+        f"INSERT INTO {meta.db_table} ({columns}) SELECT * FROM unnest({casts}) "  # noqa: S608
+        f"ON CONFLICT ({keys}) DO NOTHING"
+    )
+    return sql, arrays
+
+
+# PostgreSQL's binary array format: a header, then each element as its
+# length (-1 for NULL, never sent here) and its bytes, big-endian.
+_ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has nulls, element type, length, lower bound
+_EPOCH_2000_US = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+
+
+def _pg_microseconds(moment: datetime) -> int:
+    """A timestamptz as PostgreSQL stores it: microseconds since 2000-01-01 UTC."""
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond - _EPOCH_2000_US
+
+
+class _BinaryArray(bytes):
+    """A one-dimensional PostgreSQL array, already in its binary format."""
+
+    oid = 0  # the array type
+    element_oid = 0
+    element_dtype = ""
+
+    @classmethod
+    def of(cls, values: np.ndarray, count: int) -> _BinaryArray:
+        dtype = np.dtype(cls.element_dtype)
+        body = np.empty(count, dtype=[("size", ">i4"), ("value", dtype)])
+        body["size"] = dtype.itemsize
+        body["value"] = values
+        return cls(_ARRAY_HEADER.pack(1, 0, cls.element_oid, count, 1) + body.tobytes())
+
+
+class Float8Array(_BinaryArray):
+    oid, element_oid, element_dtype = 1022, 701, ">f8"
+
+
+class Int2Array(_BinaryArray):
+    oid, element_oid, element_dtype = 1005, 21, ">i2"
+
+
+class BoolArray(_BinaryArray):
+    oid, element_oid, element_dtype = 1000, 16, "?"
+
+
+class TimestamptzArray(_BinaryArray):
+    oid, element_oid, element_dtype = 1185, 1184, ">i8"
+
+
+class TextArray(_BinaryArray):
+    oid, element_oid = 1009, 25
+
+    @classmethod
+    def of(cls, values: list[str], count: int | None = None) -> TextArray:  # type: ignore[override]
+        encoded = [value.encode() for value in values]
+        sizes = struct.pack(f">{len(encoded)}i", *map(len, encoded))
+        parts = [sizes[4 * i : 4 * i + 4] + value for i, value in enumerate(encoded)]
+        header = _ARRAY_HEADER.pack(1, 0, cls.element_oid, len(encoded), 1)
+        return cls(header + b"".join(parts))
+
+
+class _BinaryArrayDumper(Dumper):
+    format = Format.BINARY
+
+    def __init__(self, cls: type, context=None) -> None:
+        super().__init__(cls, context)
+        self.oid = cls.oid
+
+    def dump(self, obj: bytes) -> bytes:
+        return obj
+
+
+# The counters of every condition evaluated, and its cache rows, their JSON
+# built by the database from one array per value (NaN is a missing value;
+# `kind` says whether the right side is absent, a value, or a channel). The
+# number of registry rows counted tells whether each condition had one.
+_STORE_EVALUATIONS = """
+WITH counted AS (
+    UPDATE condition_registry
+    SET last_evaluated_at = %s, evaluation_count = evaluation_count + %s
+    WHERE condition_id = ANY(%b::varchar[]) RETURNING 1
+), stored AS (
+    INSERT INTO condition_evaluation_cache
+        (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
+    SELECT v.id, %s, %s, v.candle_time, jsonb_build_object(
+        'left', NULLIF(v.lhs, 'NaN'),
+        'right', CASE v.kind
+            WHEN 1 THEN to_jsonb(NULLIF(v.rhs, 'NaN'))
+            WHEN 2 THEN jsonb_build_object('lower', NULLIF(v.lower, 'NaN'),
+                                           'upper', NULLIF(v.upper, 'NaN'))
+        END,
+        'fired', v.fired), %s
+    FROM unnest(%b::varchar[], %b::timestamptz[], %b::float8[], %b::float8[], %b::float8[],
+                %b::float8[], %b::int2[], %b::bool[])
+        AS v(id, candle_time, lhs, rhs, lower, upper, kind, fired)
+    ON CONFLICT (condition_id, candle_time) DO NOTHING
+)
+SELECT count(*) FROM counted
+"""
+
+_PRESENT = "SELECT condition_id FROM condition_registry WHERE condition_id = ANY(%s)"
+
+# Condition triggers in one statement: the database counts each condition's
+# subscribers (active subscriptions plus active alerts) as it inserts.
+_STORE_TRIGGERS = """
+WITH inserted AS (
+    INSERT INTO condition_triggers (condition_id, symbol, timeframe, candle_time, triggered_at,
+                                    trigger_value, processed, subscribers_count)
+    SELECT v.id, v.symbol, v.timeframe, v.candle_time, %s, v.trigger_value, false,
+        (SELECT count(*) FROM user_condition_subscriptions s
+         WHERE s.condition_id = v.id AND s.active)
+        + (SELECT count(*) FROM alerts_alert_conditions c JOIN alerts_alert a ON a.id = c.alert_id
+           WHERE c.condition_id = v.id AND a.status = %s)
+    FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], %b::jsonb[])
+        AS v(id, symbol, timeframe, candle_time, trigger_value)
+    ON CONFLICT (condition_id, candle_time) DO NOTHING
+    RETURNING id, condition_id
+), counted AS (
+    UPDATE condition_registry r
+    SET last_triggered_at = %s, trigger_count = r.trigger_count + n.triggers
+    FROM (SELECT condition_id, count(*) AS triggers FROM inserted GROUP BY condition_id) n
+    WHERE r.condition_id = n.condition_id
+), queued AS (
+    INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
+    SELECT 'condition_trigger', 'condition_trigger:' || i.id,
+        jsonb_build_object('condition_trigger_id', i.id), %s, 0, ''
+    FROM inserted i
+    WHERE EXISTS (SELECT 1 FROM user_condition_subscriptions s
+                  WHERE s.condition_id = i.condition_id AND s.active)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM inserted), ARRAY(SELECT id FROM queued ORDER BY id)
+"""
+
+# Alert triggers, last fired bars, `once` transitions and outbox rows in one.
+_STORE_ALERT_TRIGGERS = """
+WITH inserted AS (
+    INSERT INTO alerts_alerttrigger (alert_id, bar_open_time, fired_at, snapshot)
+    SELECT v.alert_id, v.bar_open_time, %s, v.snapshot
+    FROM unnest(%b::bigint[], %b::timestamptz[], %b::jsonb[]) AS v(alert_id, bar_open_time, snapshot)
+    ON CONFLICT (alert_id, bar_open_time) DO NOTHING
+    RETURNING id
+), fired AS (
+    UPDATE alerts_alert a
+    SET last_fired_bar = f.bar_open_time,
+        status = CASE WHEN f.once AND a.status = %s THEN %s ELSE a.status END,
+        updated_at = CASE WHEN f.once AND a.status = %s THEN %s ELSE a.updated_at END
+    FROM unnest(%b::bigint[], %b::timestamptz[], %b::bool[]) AS f(id, bar_open_time, once)
+    WHERE a.id = f.id
+), queued AS (
+    INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
+    SELECT 'alert_trigger', 'alert_trigger:' || id, jsonb_build_object('alert_trigger_id', id),
+        %s, 0, ''
+    FROM inserted
+    ON CONFLICT (key) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM inserted), ARRAY(SELECT id FROM queued ORDER BY id)
+"""
+
+_MOVE_CURSOR = """
+INSERT INTO evaluation_cursors (symbol, timeframe, last_bar, updated_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (symbol, timeframe)
+DO UPDATE SET last_bar = EXCLUDED.last_bar, updated_at = EXCLUDED.updated_at
+"""
