@@ -281,6 +281,9 @@ ORDER_SETTLE_S = float(env_str("ORDER_SETTLE_S", "30"))
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
+    # kombu's filesystem transport, but publishing each message atomically
+    # (see tradeeon/broker.py); the URL scheme is used only when this is unset.
+    CELERY_BROKER_TRANSPORT = "tradeeon.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),

@@ -35,7 +35,9 @@ print(json.dumps({
 """
 
 
-def run_settings(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+def run_settings(
+    env: dict[str, str], tmp_path: Path, probe: str = PROBE
+) -> subprocess.CompletedProcess:
     clean = {
         k: v
         for k, v in os.environ.items()
@@ -51,7 +53,7 @@ def run_settings(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedPro
         }
     )
     return subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", probe],
         cwd=REPO,
         env=clean,
         capture_output=True,
