@@ -32,7 +32,7 @@ from conditions.engine.errors import ConditionError
 from conditions.engine.live import PairEvaluation, PairEvaluator
 from conditions.engine.normalize import condition_id as make_condition_id
 from conditions.engine.normalize import normalize_condition
-from conditions.engine.plan import EvaluationPlan, PlanResult
+from conditions.engine.plan import EvaluationPlan, PlanResult, series_columns
 from conditions.engine.playbook import NormalizedAlert, alert_signal, normalize_alert, should_fire
 from conditions.marketdata.binance import BinanceSource
 from conditions.marketdata.cache import KlineCache
@@ -40,9 +40,6 @@ from conditions.metrics import record_evaluation
 from conditions.models import Condition, ConditionSubscription, EvaluationCursor
 
 from .evaluation_store import (
-    CHANNEL,
-    NO_RIGHT,
-    VALUE,
     AlertFirings,
     EvaluatedBars,
     RegistryMoved,
@@ -182,13 +179,15 @@ def evaluate_symbol(
     report.indicator_computations = result.stats.indicator_computations
 
     deciding = time.perf_counter()
-    firings = _alert_firings(playbooks, evaluation, candles[timeframe], bars, forming, now)
+    evaluated = _evaluated_bars(evaluation)
+    firings = _alert_firings(
+        playbooks, evaluation, evaluated, candles[timeframe], bars, forming, now
+    )
     deciding_s = time.perf_counter() - deciding
-    evaluated = triggers = None
-    if not forming and bars:
-        evaluated = _evaluated_bars(evaluation)
-        triggers = _condition_triggers(symbol, timeframe, evaluated, now)
-    written = _write(symbol, timeframe, canonicals, evaluated, triggers, firings, now, dispatch)
+    # The bar still forming is not the registry's: no cache rows, no triggers.
+    stored = None if forming or not bars else evaluated
+    triggers = None if stored is None else _condition_triggers(symbol, timeframe, stored, now)
+    written = _write(symbol, timeframe, canonicals, stored, triggers, firings, now, dispatch)
     report.condition_triggers = written.condition_triggers
     report.alert_triggers = written.alert_triggers
     report.outbox_ids = written.outbox_ids
@@ -521,37 +520,20 @@ def _bars_to_evaluate(
 
 
 def _evaluated_bars(evaluation: PairEvaluation) -> EvaluatedBars:
-    """Every condition at every bar evaluated, as the columns the registry's
-    cache rows and counters are written from."""
+    """Every condition at every bar evaluated, as columns: what the registry's
+    cache rows, the condition triggers and the alerts' snapshots are made of."""
     result = evaluation.result
     indexes = [evaluation.series_index(position) for position in range(evaluation.bars)]
-    ids = list(result.series)
-    every = [result.series[cid] for cid in ids]
-    kinds = np.array(
-        [
-            NO_RIGHT if s.right is None else CHANNEL if isinstance(s.right, tuple) else VALUE
-            for s in every
-        ],
-        dtype=np.int16,
-    )
-    nan = float("nan")
-
-    def column(values) -> np.ndarray:
-        return np.array([values(s, index) for index in indexes for s in every], dtype=np.float64)
-
+    columns = series_columns(result.series, indexes)
     return EvaluatedBars(
-        ids=ids,
+        ids=columns.ids,
         times=[ms_to_datetime(int(result.base_open_time[index])) for index in indexes],
-        left=column(lambda s, i: s.left[i]),
-        right=column(
-            lambda s, i: (
-                s.right[i] if s.right is not None and not isinstance(s.right, tuple) else nan
-            )
-        ),
-        lower=column(lambda s, i: s.right[0][i] if isinstance(s.right, tuple) else nan),
-        upper=column(lambda s, i: s.right[1][i] if isinstance(s.right, tuple) else nan),
-        kind=np.tile(kinds, len(indexes)),
-        fired=np.array([s.fired[index] for index in indexes for s in every], dtype=bool),
+        left=columns.left,
+        right=columns.right,
+        lower=columns.lower,
+        upper=columns.upper,
+        kind=columns.shapes,
+        fired=columns.fired,
     )
 
 
@@ -567,9 +549,7 @@ def _condition_triggers(
             "timeframe": timeframe,
             "candle_time": evaluated.times[row // width],
             "triggered_at": now,
-            "trigger_value": {
-                key: value for key, value in evaluated.values_at(row).items() if key != "fired"
-            },
+            "trigger_value": evaluated.values_at(row),
             "processed": False,
         }
         for row in np.flatnonzero(evaluated.fired).tolist()
@@ -579,6 +559,7 @@ def _condition_triggers(
 def _alert_firings(
     playbooks: dict,
     evaluation: PairEvaluation,
+    evaluated: EvaluatedBars,
     base: pd.DataFrame,
     bars: Iterable[int],
     forming: bool,
@@ -590,6 +571,8 @@ def _alert_firings(
     last_bar = len(base) - 1
     bars = list(bars)
     firings = AlertFirings()
+    width = len(evaluated.ids)
+    row_of = {cid: row for row, cid in enumerate(evaluated.ids)}
     # An alert that holds at none of the bars cannot fire at any of them.
     for position in np.flatnonzero(evaluation.holds.any(axis=1)):
         alert_id, _ = evaluation.alert_keys[position]
@@ -611,7 +594,8 @@ def _alert_firings(
                 "close": float(closes[bar]),
                 "bar_closed": closed,
                 "values": {
-                    cid: result.series[cid].values_at(index) for cid in known.playbook.condition_ids
+                    cid: evaluated.values_at(offset * width + row_of[cid])
+                    for cid in known.playbook.condition_ids
                 },
             }
             bar_time = ms_to_datetime(bar_open)

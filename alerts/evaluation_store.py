@@ -31,13 +31,11 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from conditions.bulk import insert_new
+from conditions.engine.plan import CHANNEL, VALUE
 from conditions.models import Condition, ConditionEvaluation, ConditionTrigger, EvaluationCursor
 from conditions.services import registry_row, subscriber_counts
 
 from .models import Alert, AlertTrigger, OutboxMessage
-
-# How an evaluated condition's right side is shaped, in EvaluatedBars.kind.
-NO_RIGHT, VALUE, CHANNEL = 0, 1, 2
 
 
 @dataclass
@@ -52,11 +50,11 @@ class EvaluatedBars:
     right: np.ndarray  # where kind is VALUE
     lower: np.ndarray  # where kind is CHANNEL
     upper: np.ndarray
-    kind: np.ndarray
+    kind: np.ndarray  # the shape of the right side: engine.plan's NO_RIGHT, VALUE or CHANNEL
     fired: np.ndarray
 
     def values_at(self, row: int) -> dict:
-        """The cache row's indicator_values, as ConditionSeries.values_at gives them."""
+        """What the condition compared at the row, as ConditionSeries.values_at gives it."""
 
         def number(values: np.ndarray) -> float | None:
             value = float(values[row])
@@ -67,7 +65,7 @@ class EvaluatedBars:
             right = {"lower": number(self.lower), "upper": number(self.upper)}
         else:
             right = number(self.right) if kind == VALUE else None
-        return {"left": number(self.left), "right": right, "fired": bool(self.fired[row])}
+        return {"left": number(self.left), "right": right}
 
 
 @dataclass
@@ -131,7 +129,7 @@ class PairWrites:
                 "symbol": symbol,
                 "timeframe": timeframe,
                 "candle_time": bars.times[row // width],
-                "indicator_values": bars.values_at(row),
+                "indicator_values": {**bars.values_at(row), "fired": bool(bars.fired[row])},
                 "evaluated_at": self.now,
             }
             for row, cid in enumerate(bars.ids * len(bars.times))

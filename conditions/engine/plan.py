@@ -107,6 +107,55 @@ class PlanResult:
     fired_order: list[str] = field(default_factory=list)
 
 
+# The shape of a condition's right side in SeriesColumns: none, a value, a channel.
+NO_RIGHT, VALUE, CHANNEL = _NONE, _VALUE, _CHANNEL
+
+
+@dataclass
+class SeriesColumns:
+    """Every condition's values at some bars, as columns of one row per
+    (bar, condition), bar by bar; NaN is a missing value, and a right side
+    the condition's shape does not have."""
+
+    ids: list[str]  # the conditions, in the order of each bar's rows
+    shapes: np.ndarray  # NO_RIGHT, VALUE or CHANNEL
+    fired: np.ndarray
+    left: np.ndarray
+    right: np.ndarray  # a VALUE's right side
+    lower: np.ndarray  # a CHANNEL's
+    upper: np.ndarray
+
+
+def series_columns(series: Mapping[str, ConditionSeries], bars: Sequence[int]) -> SeriesColumns:
+    """The values of every condition in `series` at the bars (positions in
+    the series), as columns."""
+    if isinstance(series, _SeriesView):
+        return series.columns(bars)
+    ids = list(series)
+    every = [series[cid] for cid in ids]
+    shapes = [
+        _NONE if s.right is None else _CHANNEL if isinstance(s.right, tuple) else _VALUE
+        for s in every
+    ]
+    nan = np.nan
+
+    def column(value) -> np.ndarray:
+        return np.array(
+            [value(s, shape, bar) for bar in bars for s, shape in zip(every, shapes, strict=True)],
+            dtype=np.float64,
+        )
+
+    return SeriesColumns(
+        ids=ids,
+        shapes=np.tile(np.array(shapes, dtype=np.int16), len(bars)),
+        fired=np.array([s.fired[bar] for bar in bars for s in every], dtype=bool),
+        left=column(lambda s, shape, bar: s.left[bar]),
+        right=column(lambda s, shape, bar: s.right[bar] if shape == _VALUE else nan),
+        lower=column(lambda s, shape, bar: s.right[0][bar] if shape == _CHANNEL else nan),
+        upper=column(lambda s, shape, bar: s.right[1][bar] if shape == _CHANNEL else nan),
+    )
+
+
 class _SeriesView(Mapping):
     """condition_id -> ConditionSeries, made on demand from the run's
     matrices: the live path reads most conditions as matrix rows only, and
@@ -134,6 +183,28 @@ class _SeriesView(Mapping):
         else:
             right = right[position] if shape == _VALUE else None
         return ConditionSeries(self._fired[position], left[position], right)
+
+    def columns(self, bars: Sequence[int]) -> SeriesColumns:
+        """series_columns, read straight from the matrices."""
+        ids = list(self._index)
+        positions = _indices(position for position, _ in self._index.values())
+        shapes = np.fromiter((shape for _, shape in self._index.values()), np.int16, len(ids))
+        if self._values is None:
+            self._values = self._operands()
+        left, right, upper = self._values
+        at = np.asarray(bars, dtype=np.intp)
+        # Rows bar by bar: the transpose of (condition x bar), flattened.
+        picked = [matrix[positions][:, at].T.ravel() for matrix in (left, right, upper)]
+        kinds = np.tile(shapes, len(at))
+        return SeriesColumns(
+            ids=ids,
+            shapes=kinds,
+            fired=self._fired[positions][:, at].T.ravel(),
+            left=picked[0],
+            right=np.where(kinds == _VALUE, picked[1], np.nan),
+            lower=np.where(kinds == _CHANNEL, picked[1], np.nan),
+            upper=np.where(kinds == _CHANNEL, picked[2], np.nan),
+        )
 
     def __iter__(self):
         return iter(self._index)

@@ -10,10 +10,14 @@ stand for, and the pair evaluator over candles that move on, bar by bar.
 - the pair evaluator, kept from one bar to the next over a real klines
   file, against a plan made afresh, also when the history it is given is
   not the continuation of the one before, and as conditions leave it (its
-  plan kept until more than a quarter of it has gone) or arrive.
+  plan kept until more than a quarter of it has gone) or arrive;
+- a run's values read as columns (what the registry's cache rows are written
+  from) against each condition's own series.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -41,7 +45,13 @@ from conditions.engine.operators import (
     unary_arguments,
     unary_into,
 )
-from conditions.engine.plan import EvaluationPlan
+from conditions.engine.plan import (
+    CHANNEL,
+    NO_RIGHT,
+    VALUE,
+    EvaluationPlan,
+    series_columns,
+)
 from conditions.engine.playbook import alert_signal
 from tests.conftest import KLINES_DIR
 from tests.engine.test_indicators import CASES, case_id
@@ -443,3 +453,47 @@ def test_a_small_plan_is_kept_while_only_a_few_conditions_have_left(ethbtc) -> N
     assert evaluator.plan is plan
     fresh = PairEvaluator().evaluate(conditions_of(alerts), alerts, candles, "1h", 1)
     assert_same_evaluation(evaluation, fresh)
+
+
+def test_series_columns_from_the_matrices_are_what_each_series_holds(ethbtc) -> None:
+    # Given a kept plan asked for some of its conditions, every shape of right
+    # side among them (none, a value, a channel)
+    conditions, pair = pair_alerts(seed=8)
+    hours = relabelled(ethbtc.iloc[:720], 3_600_000)
+    evaluator = PairEvaluator()
+    evaluator.evaluate(conditions, pair, {"1h": hours.iloc[:700]}, "1h", 1)
+    left = [(key, p) for key, p in pair if key % 10]
+    evaluation = evaluator.evaluate(conditions_of(left), left, {"1h": hours}, "1h", 3)
+    series = evaluation.result.series
+    assert len(series) < len(evaluator.plan.conditions)  # rows picked out of the plan's
+    bars = [evaluation.series_index(offset) for offset in range(3)]
+
+    # When the values at the last three bars are read as columns, from the
+    # run's matrices and, as the one-alert-at-a-time path reads them, from a
+    # plain mapping of series
+    matrices = series_columns(series, bars)
+    plain = series_columns(dict(series.items()), bars)
+
+    # Then both give, row by row (bar by bar, then condition), what each
+    # condition's own series holds at that bar
+    assert isinstance(series, Mapping) and not isinstance(series, dict)
+    assert {shape for shape in matrices.shapes.tolist()} == {NO_RIGHT, VALUE, CHANNEL}
+    assert matrices.ids == plain.ids == list(series)
+    for name in ("shapes", "fired", "left", "right", "lower", "upper"):
+        assert same_bits(getattr(plain, name), getattr(matrices, name)), name
+    width = len(matrices.ids)
+    for row in range(3 * width):
+        condition = series[matrices.ids[row % width]]
+        at = bars[row // width]
+        assert matrices.fired[row] == condition.fired[at]
+        expected = condition.values_at(at)
+        right = expected["right"]
+        assert same_bits(np.array(expected["left"], dtype=float), matrices.left[row : row + 1][0])
+        if isinstance(right, dict):
+            got = (matrices.lower[row], matrices.upper[row])
+            assert [None if np.isnan(v) else v for v in got] == [right["lower"], right["upper"]]
+            assert np.isnan(matrices.right[row])
+        else:
+            value = matrices.right[row]
+            assert (None if np.isnan(value) else value) == right
+            assert np.isnan(matrices.lower[row]) and np.isnan(matrices.upper[row])

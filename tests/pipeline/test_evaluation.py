@@ -203,6 +203,29 @@ def test_an_alert_edited_in_sql_after_it_fired_is_evaluated_as_edited(live):
     assert fired_bars(alert) == [bar(-1), bar(0)]
 
 
+def test_a_registry_row_deleted_after_a_worker_wrote_to_it_is_registered_again(live, caplog):
+    # A worker remembers which conditions the registry holds, so as not to ask
+    # every bar; an operator deleting one must not make its evaluation fail.
+    alert = RegisteredAlertFactory()
+    condition = condition_of(alert)
+    evaluate_ethbtc()
+    Condition.objects.filter(pk=condition.pk).delete()
+    assert not ConditionEvaluation.objects.filter(condition_id=condition.pk).exists()
+    live.advance(FIVE_MINUTES)
+
+    with caplog.at_level(logging.WARNING, logger="alerts.evaluation"):
+        report = evaluate_ethbtc()
+
+    assert "registering them again" in caplog.text
+    registered = Condition.objects.get(pk=condition.pk)
+    assert registered.evaluation_count == 1
+    assert registered.trigger_count == 1
+    cached = ConditionEvaluation.objects.filter(condition=registered)
+    assert [int(row.candle_time.timestamp() * 1000) for row in cached] == [bar(0)]
+    assert report.condition_triggers == 1
+    assert fired_bars(alert) == [bar(-1), bar(0)]
+
+
 def test_bars_missed_while_nothing_ran_are_caught_up_but_only_the_last_few(live):
     alert = RegisteredAlertFactory()
     evaluate_ethbtc()
