@@ -20,7 +20,6 @@ from functools import lru_cache, partial
 
 import numpy as np
 import pandas as pd
-import psycopg
 from django.conf import settings
 from django.core.cache import caches
 from django.db import connection, transaction
@@ -42,8 +41,10 @@ from conditions.models import Condition, ConditionSubscription, EvaluationCursor
 from .evaluation_store import (
     AlertFirings,
     EvaluatedBars,
+    Int8Array,
     RegistryMoved,
     Written,
+    binary_cursor,
     pair_writes,
 )
 from .models import Alert
@@ -102,7 +103,7 @@ class _Remembered:
     alerts.services.normalized_alert keys it, here on the database's own text
     of it: no parsing per bar). The content keys the alert in its pair's batch."""
 
-    seen: tuple[str, str]
+    seen: tuple[str, str | int]  # on PostgreSQL the row version is its xmin
     content: tuple[str, bytes]
     playbook: NormalizedAlert
 
@@ -151,8 +152,7 @@ def evaluate_symbol(
     playbooks = _active_playbooks(symbol, timeframe, state.alerts, forming, now, report)
     canonicals = {} if forming else _subscribed_conditions(state.subscribed)
     for _, remembered in playbooks.values():
-        for step in remembered.playbook.steps:
-            canonicals.setdefault(step.condition_id, step.canonical)
+        canonicals.update(remembered.playbook.canonicals)
     if not canonicals and (forming or not state.trailing):
         return report
 
@@ -186,8 +186,7 @@ def evaluate_symbol(
     deciding_s = time.perf_counter() - deciding
     # The bar still forming is not the registry's: no cache rows, no triggers.
     stored = None if forming or not bars else evaluated
-    triggers = None if stored is None else _condition_triggers(symbol, timeframe, stored, now)
-    written = _write(symbol, timeframe, canonicals, stored, triggers, firings, now, dispatch)
+    written = _write(symbol, timeframe, canonicals, stored, firings, now, dispatch)
     report.condition_triggers = written.condition_triggers
     report.alert_triggers = written.alert_triggers
     report.outbox_ids = written.outbox_ids
@@ -211,7 +210,6 @@ def _write(
     timeframe: str,
     canonicals: dict,
     evaluated: EvaluatedBars | None,
-    triggers: list[dict] | None,
     firings: AlertFirings,
     now: datetime,
     dispatch: bool,
@@ -228,7 +226,6 @@ def _write(
                 writes.register(new)
                 if evaluated is not None:
                     writes.evaluations(symbol, timeframe, evaluated)
-                    writes.condition_triggers(triggers)
                 writes.alert_triggers(firings)
                 if evaluated is not None:
                     writes.cursor(symbol, timeframe, evaluated.times[-1])
@@ -294,9 +291,9 @@ def _read_pair(symbol: str, timeframe: str) -> _PairState:
 
 
 _READ_ALERTS = """
-SELECT a.id, a.fire_mode, a.last_fired_bar, a.expires_at, a.xmin::text,
-    CASE WHEN k.version IS DISTINCT FROM a.xmin::text THEN a.condition_config::text END
-FROM alerts_alert a LEFT JOIN unnest(%b::bigint[], %b::text[]) AS k(id, version) ON k.id = a.id
+SELECT a.id, a.fire_mode, a.last_fired_bar, a.expires_at, a.xmin::text::bigint,
+    CASE WHEN k.version IS DISTINCT FROM a.xmin::text::bigint THEN a.condition_config::text END
+FROM alerts_alert a LEFT JOIN unnest(%b::bigint[], %b::bigint[]) AS k(id, version) ON k.id = a.id
 WHERE a.symbol = %s AND a.base_timeframe = %s AND a.status = %s
 """
 _READ_SUBSCRIBED = """
@@ -322,15 +319,17 @@ def _read_pair_postgres(
     version is not the one remembered."""
     from bots.models import Deal
 
+    count = len(remembered)
+    ids = np.fromiter(remembered, dtype=np.int64, count=count)
+    versions = np.fromiter((known.seen[1] for known in remembered.values()), np.int64, count)
     connection.ensure_connection()
     with connection.connection.pipeline():
-        cursors = [psycopg.Cursor(connection.connection) for _ in range(4)]
-        alerts, subscribed, cursor, trailing = cursors
+        alerts, subscribed, cursor, trailing = (binary_cursor() for _ in range(4))
         alerts.execute(
             _READ_ALERTS,
             [
-                list(remembered),
-                [known.seen[1] for known in remembered.values()],
+                Int8Array.of(ids, count),
+                Int8Array.of(versions, count),
                 symbol,
                 timeframe,
                 Alert.Status.ACTIVE,
@@ -535,25 +534,6 @@ def _evaluated_bars(evaluation: PairEvaluation) -> EvaluatedBars:
         kind=columns.shapes,
         fired=columns.fired,
     )
-
-
-def _condition_triggers(
-    symbol: str, timeframe: str, evaluated: EvaluatedBars, now: datetime
-) -> list[dict]:
-    """A trigger row for every condition that held at a bar evaluated."""
-    width = len(evaluated.ids)
-    return [
-        {
-            "condition_id": evaluated.ids[row % width],
-            "symbol": symbol,
-            "timeframe": timeframe,
-            "candle_time": evaluated.times[row // width],
-            "triggered_at": now,
-            "trigger_value": evaluated.values_at(row),
-            "processed": False,
-        }
-        for row in np.flatnonzero(evaluated.fired).tolist()
-    ]
 
 
 def _alert_firings(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import struct
+import weakref
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -116,8 +117,9 @@ class PairWrites:
         _insert_rows(Condition, [registry_row(c) for c in canonicals], ["condition_id"])
 
     def evaluations(self, symbol: str, timeframe: str, bars: EvaluatedBars) -> None:
-        """Count the evaluations and write the cache rows. RegistryMoved when a
-        condition has no registry row."""
+        """Count the evaluations, write the cache rows and the triggers of the
+        conditions that held. RegistryMoved when a condition has no registry
+        row."""
         known = set(Condition.objects.filter(pk__in=bars.ids).values_list("pk", flat=True))
         if missing := set(bars.ids) - known:
             raise RegistryMoved(missing)
@@ -135,8 +137,22 @@ class PairWrites:
             for row, cid in enumerate(bars.ids * len(bars.times))
         ]
         _insert_rows(ConditionEvaluation, rows, ["condition", "candle_time"])
+        self._condition_triggers(
+            [
+                {
+                    "condition_id": bars.ids[row % width],
+                    "symbol": symbol,
+                    "timeframe": timeframe,
+                    "candle_time": bars.times[row // width],
+                    "triggered_at": self.now,
+                    "trigger_value": bars.values_at(row),
+                    "processed": False,
+                }
+                for row in np.flatnonzero(bars.fired).tolist()
+            ]
+        )
 
-    def condition_triggers(self, triggers: list[dict]) -> None:
+    def _condition_triggers(self, triggers: list[dict]) -> None:
         """The condition triggers not written yet, with their subscriber
         counts, the registry's trigger counters, and an outbox row for each new
         trigger of a condition with subscriptions."""
@@ -242,10 +258,11 @@ class PostgresWrites(PairWrites):
     def __init__(self, now: datetime) -> None:
         super().__init__(now)
         self._evaluations: tuple[psycopg.Cursor, list[str]] | None = None
-        self._answers: list[tuple[psycopg.Cursor, str]] = []
+        self._alert_triggers: list[psycopg.Cursor] = []
 
     def register(self, canonicals: list[Mapping]) -> None:
-        rows = [registry_row(canonical) for canonical in canonicals]
+        # In the registry's key order, as every pair takes the rows' locks.
+        rows = sorted(map(registry_row, canonicals), key=lambda row: row["condition_id"])
         if rows:
             self._execute(*_insert_statement(Condition, rows, ["condition_id"]))
 
@@ -254,37 +271,28 @@ class PostgresWrites(PairWrites):
         candle_us = np.repeat(np.array([_pg_microseconds(t) for t in bars.times]), len(bars.ids))
         cursor = self._execute(
             _STORE_EVALUATIONS,
-            [
-                self.now,
-                len(bars.times),
-                TextArray.of(bars.ids),
-                symbol,
-                timeframe,
-                self.now,
-                TextArray.of(bars.ids * len(bars.times)),
-                TimestamptzArray.of(candle_us, count),
-                Float8Array.of(bars.left, count),
-                Float8Array.of(bars.right, count),
-                Float8Array.of(bars.lower, count),
-                Float8Array.of(bars.upper, count),
-                Int2Array.of(bars.kind, count),
-                BoolArray.of(bars.fired, count),
-            ],
+            {
+                "now": self.now,
+                "bars": len(bars.times),
+                "ids": TextArray.of(bars.ids),
+                "symbol": symbol,
+                "timeframe": timeframe,
+                "row_ids": TextArray.of(bars.ids * len(bars.times)),
+                "candle_times": TimestamptzArray.of(candle_us, count),
+                "lefts": Float8Array.of(bars.left, count),
+                "rights": Float8Array.of(bars.right, count),
+                "lowers": Float8Array.of(bars.lower, count),
+                "uppers": Float8Array.of(bars.upper, count),
+                "kinds": Int2Array.of(bars.kind, count),
+                "fired": BoolArray.of(bars.fired, count),
+            },
         )
         self._evaluations = (cursor, bars.ids)
-
-    def condition_triggers(self, triggers: list[dict]) -> None:
-        if not triggers:
-            return
-        columns = [
-            [row[name] for row in triggers]
-            for name in ("condition_id", "symbol", "timeframe", "candle_time")
-        ]
-        values = [json.dumps(row["trigger_value"]) for row in triggers]
-        cursor = self._execute(
-            _STORE_TRIGGERS, [self.now, Alert.Status.ACTIVE, *columns, values, self.now, self.now]
-        )
-        self._answers.append((cursor, "condition_triggers"))
+        if bars.fired.any():
+            self._execute(
+                _COUNT_TRIGGERS,
+                {"now": self.now, "ids": TextArray.of(bars.ids), "times": bars.times},
+            )
 
     def alert_triggers(self, firings: AlertFirings) -> None:
         if not firings.rows:
@@ -308,7 +316,7 @@ class PostgresWrites(PairWrites):
                 self.now,
             ],
         )
-        self._answers.append((cursor, "alert_triggers"))
+        self._alert_triggers.append(cursor)
 
     def cursor(self, symbol: str, timeframe: str, last_bar: datetime) -> None:
         self._execute(_MOVE_CURSOR, [symbol, timeframe, last_bar, self.now])
@@ -316,26 +324,50 @@ class PostgresWrites(PairWrites):
     def finish(self) -> Written:
         if self._evaluations is not None:
             cursor, ids = self._evaluations
-            (counted,) = cursor.fetchone()
+            counted, triggers, outbox_ids = cursor.fetchone()
             if counted != len(ids):
                 present = {cid for (cid,) in self._execute(_PRESENT, [ids]).fetchall()}
                 raise RegistryMoved(set(ids) - present)
-        for cursor, name in self._answers:
+            self.written.condition_triggers = triggers
+            self.written.outbox_ids += outbox_ids
+        for cursor in self._alert_triggers:
             count, outbox_ids = cursor.fetchone()
-            setattr(self.written, name, count)
+            self.written.alert_triggers = count
             self.written.outbox_ids += outbox_ids
         return self.written
 
-    def _execute(self, sql: str, params: list) -> psycopg.Cursor:
-        """A statement queued in the pipeline, on a cursor of the
-        transaction's connection that sends its parameters apart from the
-        statement, binary where asked (%b): Django's own cursor renders every
-        value into the SQL text."""
-        cursor = psycopg.Cursor(connection.connection)
-        for array_type in (TextArray, TimestamptzArray, Float8Array, Int2Array, BoolArray):
-            cursor.adapters.register_dumper(array_type, _BinaryArrayDumper)
+    def _execute(self, sql: str, params: list | dict) -> psycopg.Cursor:
+        """A statement queued in the pipeline."""
+        cursor = binary_cursor()
         cursor.execute(sql, params)
         return cursor
+
+
+def binary_cursor() -> psycopg.Cursor:
+    """A cursor of the connection (and transaction) Django holds that sends
+    its parameters apart from the statement, binary where asked (%b), and
+    knows the arrays built here: Django's own cursor renders every value into
+    the SQL text, which costs more than the statement for the thousands of
+    values a pair's evaluation sends."""
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw not in _knows_arrays:
+        # On the connection, once: registered on each cursor, they would copy
+        # its adapters and make every later lookup slow.
+        for array_type in (
+            TextArray,
+            TimestamptzArray,
+            Float8Array,
+            Int8Array,
+            Int2Array,
+            BoolArray,
+        ):
+            raw.adapters.register_dumper(array_type, _BinaryArrayDumper)
+        _knows_arrays.add(raw)
+    return psycopg.Cursor(raw)
+
+
+_knows_arrays: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
 
 
 def _insert_statement(model, rows: list[dict], conflict: list[str]) -> tuple[str, list]:
@@ -390,6 +422,10 @@ class Float8Array(_BinaryArray):
     oid, element_oid, element_dtype = 1022, 701, ">f8"
 
 
+class Int8Array(_BinaryArray):
+    oid, element_oid, element_dtype = 1016, 20, ">i8"
+
+
 class Int2Array(_BinaryArray):
     oid, element_oid, element_dtype = 1005, 21, ">i2"
 
@@ -425,68 +461,86 @@ class _BinaryArrayDumper(Dumper):
         return obj
 
 
-# The counters of every condition evaluated, and its cache rows, their JSON
-# built by the database from one array per value (NaN is a missing value;
-# `kind` says whether the right side is absent, a value, or a channel). The
-# number of registry rows counted tells whether each condition had one.
+# What a pair's evaluation writes to the registry side. First the counters of
+# every condition evaluated: their rows are locked in the order of the
+# registry's key, whichever pair locks them, so that two pairs sharing
+# conditions (one pair's 4h condition in another's 1h alerts) wait for each
+# other instead of deadlocking on the rows they insert next (everything
+# below reads `locked`, made after `counted`). Then a row per condition and
+# bar, its JSON built by the database from one array per value (NaN is a
+# missing value; `kind` says whether the right side is absent, a value, or a
+# channel): the cache rows, and the triggers of the conditions that held,
+# with their subscribers counted (active subscriptions, and active alerts,
+# whose links say so: alerts migration 0002) and an outbox row for those with
+# subscriptions. The number of registry rows counted tells whether each
+# condition had one.
 _STORE_EVALUATIONS = """
 WITH counted AS (
     UPDATE condition_registry
-    SET last_evaluated_at = %s, evaluation_count = evaluation_count + %s
-    WHERE condition_id = ANY(%b::varchar[]) RETURNING 1
-), stored AS (
-    INSERT INTO condition_evaluation_cache
-        (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
-    SELECT v.id, %s, %s, v.candle_time, jsonb_build_object(
+    SET last_evaluated_at = %(now)s, evaluation_count = evaluation_count + %(bars)s
+    WHERE condition_id = ANY(%(ids)b::varchar[])
+    RETURNING 1
+), locked AS (
+    SELECT count(*) AS registered FROM counted
+), evaluated AS (
+    SELECT v.id, v.candle_time, v.fired, jsonb_build_object(
         'left', NULLIF(v.lhs, 'NaN'),
         'right', CASE v.kind
             WHEN 1 THEN to_jsonb(NULLIF(v.rhs, 'NaN'))
             WHEN 2 THEN jsonb_build_object('lower', NULLIF(v.lower, 'NaN'),
                                            'upper', NULLIF(v.upper, 'NaN'))
-        END,
-        'fired', v.fired), %s
-    FROM unnest(%b::varchar[], %b::timestamptz[], %b::float8[], %b::float8[], %b::float8[],
-                %b::float8[], %b::int2[], %b::bool[])
+        END) AS compared
+    FROM locked, unnest(%(row_ids)b::varchar[], %(candle_times)b::timestamptz[],
+                        %(lefts)b::float8[], %(rights)b::float8[], %(lowers)b::float8[],
+                        %(uppers)b::float8[], %(kinds)b::int2[], %(fired)b::bool[])
         AS v(id, candle_time, lhs, rhs, lower, upper, kind, fired)
+), stored AS (
+    INSERT INTO condition_evaluation_cache
+        (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
+    SELECT id, %(symbol)s, %(timeframe)s, candle_time,
+        compared || jsonb_build_object('fired', fired), %(now)s
+    FROM evaluated
     ON CONFLICT (condition_id, candle_time) DO NOTHING
-)
-SELECT count(*) FROM counted
-"""
-
-_PRESENT = "SELECT condition_id FROM condition_registry WHERE condition_id = ANY(%s)"
-
-# Condition triggers in one statement: the database counts each condition's
-# subscribers (active subscriptions plus active alerts) as it inserts.
-_STORE_TRIGGERS = """
-WITH inserted AS (
+), triggered AS (
     INSERT INTO condition_triggers (condition_id, symbol, timeframe, candle_time, triggered_at,
                                     trigger_value, processed, subscribers_count)
-    SELECT v.id, v.symbol, v.timeframe, v.candle_time, %s, v.trigger_value, false,
+    SELECT e.id, %(symbol)s, %(timeframe)s, e.candle_time, %(now)s, e.compared, false,
         (SELECT count(*) FROM user_condition_subscriptions s
-         WHERE s.condition_id = v.id AND s.active)
-        + (SELECT count(*) FROM alerts_alert_conditions c JOIN alerts_alert a ON a.id = c.alert_id
-           WHERE c.condition_id = v.id AND a.status = %s)
-    FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::timestamptz[], %b::jsonb[])
-        AS v(id, symbol, timeframe, candle_time, trigger_value)
+         WHERE s.condition_id = e.id AND s.active)
+        + (SELECT count(*) FROM alerts_alert_conditions c WHERE c.condition_id = e.id AND c.active)
+    FROM evaluated e
+    WHERE e.fired
     ON CONFLICT (condition_id, candle_time) DO NOTHING
     RETURNING id, condition_id
-), counted AS (
-    UPDATE condition_registry r
-    SET last_triggered_at = %s, trigger_count = r.trigger_count + n.triggers
-    FROM (SELECT condition_id, count(*) AS triggers FROM inserted GROUP BY condition_id) n
-    WHERE r.condition_id = n.condition_id
 ), queued AS (
     INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
-    SELECT 'condition_trigger', 'condition_trigger:' || i.id,
-        jsonb_build_object('condition_trigger_id', i.id), %s, 0, ''
-    FROM inserted i
+    SELECT 'condition_trigger', 'condition_trigger:' || t.id,
+        jsonb_build_object('condition_trigger_id', t.id), %(now)s, 0, ''
+    FROM triggered t
     WHERE EXISTS (SELECT 1 FROM user_condition_subscriptions s
-                  WHERE s.condition_id = i.condition_id AND s.active)
+                  WHERE s.condition_id = t.condition_id AND s.active)
     ON CONFLICT (key) DO NOTHING
     RETURNING id
 )
-SELECT (SELECT count(*) FROM inserted), ARRAY(SELECT id FROM queued ORDER BY id)
+SELECT (SELECT registered FROM locked), (SELECT count(*) FROM triggered),
+    ARRAY(SELECT id FROM queued ORDER BY id)
 """
+
+# The registry's trigger counters, from the triggers the statement above
+# inserted: those of these conditions and bars written at this evaluation's
+# moment (a second worker racing on the same bar inserts none). Their rows
+# are already locked: no new lock is taken.
+_COUNT_TRIGGERS = """
+UPDATE condition_registry r
+SET last_triggered_at = %(now)s, trigger_count = r.trigger_count + n.triggers
+FROM (SELECT condition_id, count(*) AS triggers FROM condition_triggers
+      WHERE condition_id = ANY(%(ids)b::varchar[]) AND candle_time = ANY(%(times)s)
+        AND triggered_at = %(now)s
+      GROUP BY condition_id) n
+WHERE r.condition_id = n.condition_id
+"""
+
+_PRESENT = "SELECT condition_id FROM condition_registry WHERE condition_id = ANY(%s)"
 
 # Alert triggers, last fired bars, `once` transitions and outbox rows in one.
 _STORE_ALERT_TRIGGERS = """

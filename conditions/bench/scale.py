@@ -13,6 +13,7 @@ predictor of a pair's cost; popular symbols make pairs very unequal.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +53,12 @@ ShardFactory = Callable[[list[int]], Any]
 
 
 def _serve(factory: ShardFactory, shard: list[int], connection: Connection) -> None:
+    # A forked worker inherits the parent's whole scenario, millions of
+    # objects a Celery worker would not hold; left to the garbage collector,
+    # each full collection scans them all (a second and more of a measured
+    # cycle). Frozen, they are out of its sight; what the worker makes itself
+    # (plans, playbooks, rows) is collected as in a worker.
+    gc.freeze()
     try:
         worker = factory(shard)
         worker.run(-1)

@@ -63,6 +63,7 @@ class PairEvaluator:
         self._alerts_key: list[Hashable] | None = None
         self.plan: EvaluationPlan | None = None
         self._batch: AlertBatch | None = None
+        self._batch_order: list[str] = []  # the condition rows the batch was laid out on
 
     def _keeps_plan(self, conditions_key: frozenset[str]) -> bool:
         """Whether the compiled plan covers these conditions without too much
@@ -71,6 +72,25 @@ class PairEvaluator:
             return False
         dropped = len(self.plan.conditions) - len(conditions_key)
         return dropped < _MIN_DROPPED or 4 * dropped <= len(self.plan.conditions)
+
+    def _batch_for(
+        self, alerts: Sequence[tuple[Hashable, NormalizedAlert]], keys: list[Hashable]
+    ) -> AlertBatch:
+        """The alert batch over the current rows: when alerts only left (a
+        `once` alert fires, a user pauses one), the one kept with its rows
+        moved to where their conditions are now; otherwise made afresh."""
+        rows = {cid: row for row, cid in enumerate(self._order)}
+        if self._batch is not None and self._alerts_key is not None:
+            before = {key: position for position, key in enumerate(self._alerts_key)}
+            positions = [before.get(key) for key in keys]
+            if None not in positions:
+                moved = np.array([rows.get(cid, -1) for cid in self._batch_order], dtype=np.int64)
+                steps = self._batch.steps[positions]
+                # An alert whose condition has no row any more is not the one
+                # its key named: made afresh.
+                if (moved[steps[steps >= 0]] >= 0).all():
+                    return self._batch.select(positions, moved)
+        return AlertBatch([alert for _, alert in alerts], rows)
 
     def evaluate(
         self,
@@ -90,12 +110,11 @@ class PairEvaluator:
                 self.plan = EvaluationPlan.from_identified(conditions)
             self._order = [cid for cid in self.plan.condition_order if cid in conditions_key]
             self._conditions_key = conditions_key
-            self._alerts_key = None  # the rows moved
         alerts_key = [key for key, _ in alerts]
-        if alerts_key != self._alerts_key or self._batch is None:
-            rows = {cid: row for row, cid in enumerate(self._order)}
-            self._batch = AlertBatch([alert for _, alert in alerts], rows)
+        if alerts_key != self._alerts_key or self._batch_order is not self._order:
+            self._batch = self._batch_for(alerts, alerts_key)
             self._alerts_key = alerts_key
+            self._batch_order = self._order
 
         only = self._order if len(self._order) < len(self.plan.conditions) else None
         result = self.plan.run(

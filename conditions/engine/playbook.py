@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from numba import njit
@@ -66,7 +66,12 @@ class NormalizedAlert:
 
     @property
     def condition_ids(self) -> list[str]:
-        return list(dict.fromkeys(step.condition_id for step in self.steps))
+        return list(self.canonicals)
+
+    @cached_property
+    def canonicals(self) -> dict[str, Mapping]:
+        """Each distinct condition of the steps, by condition_id, in step order."""
+        return {step.condition_id: step.canonical for step in self.steps}
 
     def to_dict(self) -> dict:
         return {
@@ -347,6 +352,23 @@ class AlertBatch:
         # Bars of raw history, before the first bar asked for, that a
         # validity window can reach back to.
         self.history = int(self.validity.max()) - 1 if self.count and width else 0
+
+    def select(self, alerts: Sequence[int], rows: np.ndarray) -> AlertBatch:
+        """The batch of the alerts at these positions, over conditions laid out
+        anew: `rows[r]` is the new row of the condition at row r (each of
+        their conditions must have one)."""
+        index = np.asarray(alerts, dtype=np.intp)
+        batch = object.__new__(AlertBatch)
+        batch.count = len(index)
+        steps = self.steps[index]
+        batch.steps = np.where(steps >= 0, rows[np.maximum(steps, 0)], -1)
+        batch.validity = self.validity[index]
+        batch.joins_and = self.joins_and[index]
+        batch.kinds = self.kinds[index]
+        batch.sequential = self.sequential[index]
+        width = batch.steps.shape[1]
+        batch.history = int(batch.validity.max()) - 1 if batch.count and width else 0
+        return batch
 
     def holds(self, raw: np.ndarray, bars: int) -> np.ndarray:
         """Whether each alert holds at each of the last `bars` columns of

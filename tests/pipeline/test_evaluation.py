@@ -263,6 +263,31 @@ def test_a_condition_trigger_carries_how_many_alerts_and_bots_subscribe_to_it(li
     assert ConditionTrigger.objects.get(condition=condition_of(lonely)).subscribers_count == 1
 
 
+def test_a_condition_trigger_counts_the_alerts_active_when_it_is_written(live):
+    # Statuses change after the alerts were linked to their condition: by an
+    # update in bulk, by a save, by a `once` alert firing, and back again.
+    alerts = [RegisteredAlertFactory(user=UserFactory(username=f"u{i}")) for i in range(4)]
+    once = RegisteredAlertFactory(fire_mode=Alert.FireMode.ONCE)
+    shared = condition_of(alerts[0])
+    assert condition_of(once) == shared
+    Alert.objects.filter(pk=alerts[0].pk).update(status=Alert.Status.PAUSED)
+    alerts[1].status = Alert.Status.PAUSED
+    alerts[1].save()
+
+    evaluate_ethbtc()
+    assert ConditionTrigger.objects.get(condition=shared).subscribers_count == 3  # 2 + `once`
+
+    once.refresh_from_db()
+    assert once.status == Alert.Status.TRIGGERED
+    alerts[0].status = Alert.Status.ACTIVE
+    alerts[0].save()
+    live.advance(FIVE_MINUTES)
+    evaluate_ethbtc()
+
+    counts = ConditionTrigger.objects.filter(condition=shared).order_by("candle_time")
+    assert [t.subscribers_count for t in counts] == [3, 3]  # the `once` one left, one came back
+
+
 def test_each_condition_is_evaluated_once_per_bar_into_the_cache_and_counted_in_the_registry(
     live,
 ):
