@@ -288,10 +288,16 @@ class PostgresWrites(PairWrites):
             },
         )
         self._evaluations = (cursor, bars.ids)
-        if bars.fired.any():
+        fired = np.flatnonzero(bars.fired)
+        if len(fired):
+            width = len(bars.ids)
             self._execute(
                 _COUNT_TRIGGERS,
-                {"now": self.now, "ids": TextArray.of(bars.ids), "times": bars.times},
+                {
+                    "now": self.now,
+                    "ids": TextArray.of([bars.ids[row % width] for row in fired.tolist()]),
+                    "times": TimestamptzArray.of(candle_us[fired], len(fired)),
+                },
             )
 
     def alert_triggers(self, firings: AlertFirings) -> None:
@@ -527,16 +533,17 @@ SELECT (SELECT registered FROM locked), (SELECT count(*) FROM triggered),
 """
 
 # The registry's trigger counters, from the triggers the statement above
-# inserted: those of these conditions and bars written at this evaluation's
-# moment (a second worker racing on the same bar inserts none). Their rows
-# are already locked: no new lock is taken.
+# inserted: among those of the conditions that held at these bars, the ones
+# written at this evaluation's moment (a second worker racing on the same bar
+# inserts none). Their registry rows are already locked: no new lock is taken.
 _COUNT_TRIGGERS = """
 UPDATE condition_registry r
 SET last_triggered_at = %(now)s, trigger_count = r.trigger_count + n.triggers
-FROM (SELECT condition_id, count(*) AS triggers FROM condition_triggers
-      WHERE condition_id = ANY(%(ids)b::varchar[]) AND candle_time = ANY(%(times)s)
-        AND triggered_at = %(now)s
-      GROUP BY condition_id) n
+FROM (SELECT t.condition_id, count(*) AS triggers
+      FROM unnest(%(ids)b::varchar[], %(times)b::timestamptz[]) AS f(id, candle_time)
+      JOIN condition_triggers t ON t.condition_id = f.id AND t.candle_time = f.candle_time
+      WHERE t.triggered_at = %(now)s
+      GROUP BY t.condition_id) n
 WHERE r.condition_id = n.condition_id
 """
 
