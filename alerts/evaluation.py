@@ -46,6 +46,7 @@ from .evaluation_store import (
     Written,
     binary_cursor,
     pair_writes,
+    raw_connection,
 )
 from .models import Alert
 
@@ -221,8 +222,7 @@ def _write(
         new = [canonical for cid, canonical in canonicals.items() if cid not in _registered]
         try:
             with transaction.atomic(), pair_writes(now) as writes:
-                # Each cache row's foreign key is checked at commit, after the
-                # registration of any condition the registry lacks.
+                # Conditions the registry may lack are registered first.
                 writes.register(new)
                 if evaluated is not None:
                     writes.evaluations(symbol, timeframe, evaluated)
@@ -322,8 +322,7 @@ def _read_pair_postgres(
     count = len(remembered)
     ids = np.fromiter(remembered, dtype=np.int64, count=count)
     versions = np.fromiter((known.seen[1] for known in remembered.values()), np.int64, count)
-    connection.ensure_connection()
-    with connection.connection.pipeline():
+    with connection.wrap_database_errors, raw_connection().pipeline():
         alerts, subscribed, cursor, trailing = (binary_cursor() for _ in range(4))
         alerts.execute(
             _READ_ALERTS,

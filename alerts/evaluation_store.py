@@ -100,9 +100,17 @@ def pair_writes(now: datetime) -> Iterator[PairWrites]:
     if connection.vendor != "postgresql":
         yield PairWrites(now)
         return
-    connection.ensure_connection()
-    with connection.connection.pipeline():
+    with connection.wrap_database_errors, raw_connection().pipeline():
         yield PostgresWrites(now)
+
+
+def raw_connection() -> psycopg.Connection:
+    """The psycopg connection Django holds, checked first as Django's own
+    cursors check it (CONN_HEALTH_CHECKS): a connection the server dropped
+    is replaced rather than failing every evaluation until it ages out."""
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    return connection.connection
 
 
 class PairWrites:
@@ -350,12 +358,12 @@ class PostgresWrites(PairWrites):
 
 
 def binary_cursor() -> psycopg.Cursor:
-    """A cursor of the connection (and transaction) Django holds that sends
+    """A cursor of the connection (and transaction) Django holds, open (see
+    raw_connection), that sends
     its parameters apart from the statement, binary where asked (%b), and
     knows the arrays built here: Django's own cursor renders every value into
     the SQL text, which costs more than the statement for the thousands of
     values a pair's evaluation sends."""
-    connection.ensure_connection()
     raw = connection.connection
     if raw not in _knows_arrays:
         # On the connection, once: registered on each cursor, they would copy
@@ -467,12 +475,12 @@ class _BinaryArrayDumper(Dumper):
         return obj
 
 
-# What a pair's evaluation writes to the registry side. First the counters of
-# every condition evaluated: their rows are locked in the order of the
-# registry's key, whichever pair locks them, so that two pairs sharing
-# conditions (one pair's 4h condition in another's 1h alerts) wait for each
-# other instead of deadlocking on the rows they insert next (everything
-# below reads `locked`, made after `counted`). Then a row per condition and
+# What a pair's evaluation writes to the registry side. First the registry
+# rows of every condition evaluated are locked, explicitly in key order (an
+# update's own order is its plan's), so that two pairs sharing conditions
+# (one pair's 4h condition in another's 1h alerts) wait for each other
+# instead of deadlocking, and their counters updated; everything below reads
+# `locked`, made after `counted`. Then a row per condition and
 # bar, its JSON built by the database from one array per value (NaN is a
 # missing value; `kind` says whether the right side is absent, a value, or a
 # channel): the cache rows, and the triggers of the conditions that held,
@@ -481,10 +489,16 @@ class _BinaryArrayDumper(Dumper):
 # subscriptions. The number of registry rows counted tells whether each
 # condition had one.
 _STORE_EVALUATIONS = """
-WITH counted AS (
-    UPDATE condition_registry
-    SET last_evaluated_at = %(now)s, evaluation_count = evaluation_count + %(bars)s
+WITH ordered AS (
+    SELECT condition_id FROM condition_registry
     WHERE condition_id = ANY(%(ids)b::varchar[])
+    ORDER BY condition_id
+    FOR NO KEY UPDATE
+), counted AS (
+    UPDATE condition_registry r
+    SET last_evaluated_at = %(now)s, evaluation_count = r.evaluation_count + %(bars)s
+    FROM ordered o
+    WHERE r.condition_id = o.condition_id
     RETURNING 1
 ), locked AS (
     SELECT count(*) AS registered FROM counted

@@ -19,14 +19,13 @@ from django.db import migrations
 
 FORWARD = """
 ALTER TABLE alerts_alert_conditions ADD COLUMN active boolean NOT NULL DEFAULT false;
-UPDATE alerts_alert_conditions c SET active = (a.status = 'active')
-FROM alerts_alert a WHERE a.id = c.alert_id;
-CREATE INDEX alert_condition_active ON alerts_alert_conditions (condition_id) WHERE active;
 
 CREATE FUNCTION alert_link_takes_status() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     SELECT a.status = 'active' INTO NEW.active
     FROM alerts_alert a WHERE a.id = NEW.alert_id FOR SHARE;
+    -- An alert not there yet (foreign keys are checked at commit) is not active.
+    NEW.active := coalesce(NEW.active, false);
     RETURN NEW;
 END $$;
 CREATE TRIGGER alert_link_takes_status BEFORE INSERT ON alerts_alert_conditions
@@ -41,6 +40,12 @@ END $$;
 CREATE TRIGGER alert_status_to_links AFTER UPDATE OF status ON alerts_alert
 FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
 EXECUTE FUNCTION alert_status_to_links();
+
+-- After the triggers: a status changed meanwhile is either seen here or
+-- copied by its trigger.
+UPDATE alerts_alert_conditions c SET active = (a.status = 'active')
+FROM alerts_alert a WHERE a.id = c.alert_id;
+CREATE INDEX alert_condition_active ON alerts_alert_conditions (condition_id) WHERE active;
 """
 
 BACKWARD = """
