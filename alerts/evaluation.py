@@ -249,10 +249,12 @@ def _read_pair(symbol: str, timeframe: str) -> _PairState:
     """The pair's alerts, subscribed registry conditions, evaluation cursor
     and trailing deals: on PostgreSQL in one round trip, alerts' content only
     where their row version is not the one remembered."""
+    from bots.services import open_trailing_deals
+
     remembered = _remembered.get((symbol, timeframe), {})
     if connection.vendor == "postgresql":
         return _read_pair_postgres(symbol, timeframe, remembered)
-    rows = (
+    rows = list(
         Alert.objects.filter(symbol=symbol, base_timeframe=timeframe, status=Alert.Status.ACTIVE)
         .annotate(version=MD5(Cast("condition_config", TextField())))
         .values_list("pk", "fire_mode", "last_fired_bar", "expires_at", "version")
@@ -286,7 +288,7 @@ def _read_pair(symbol: str, timeframe: str) -> _PairState:
         EvaluationCursor.objects.filter(symbol=symbol, timeframe=timeframe)
         .values_list("last_bar", flat=True)
         .first(),
-        _trailing_deals(symbol, timeframe).exists(),
+        open_trailing_deals(symbol, timeframe).exists(),
     )
 
 
@@ -302,7 +304,8 @@ WHERE r.symbol = %s AND r.timeframe = %s AND EXISTS (
     SELECT 1 FROM user_condition_subscriptions s WHERE s.condition_id = r.condition_id AND s.active)
 """
 _READ_CURSOR = "SELECT last_bar FROM evaluation_cursors WHERE symbol = %s AND timeframe = %s"
-# Open deals whose bot's settings give a trailing deviation (not absent, not null).
+# bots.services.open_trailing_deals: open deals whose bot's settings give a
+# trailing deviation (not absent, not null).
 _READ_TRAILING = """
 SELECT EXISTS (SELECT 1 FROM bots_deal d JOIN bots_bot b ON b.id = d.bot_id
     WHERE d.state = %s AND b.symbol = %s AND b.base_timeframe = %s
@@ -397,7 +400,7 @@ def _parse(
     timeframe: str,
     fire_mode: str,
     stored: str,
-    version: str,
+    version: str | int,
     content: tuple[str, bytes],
     report: EvaluationReport,
 ) -> _Remembered | None:
@@ -414,15 +417,6 @@ def _parse(
         logger.error("alert %s on %s %s skipped: %s", pk, symbol, timeframe, exc)
         report.skipped_alerts.append(pk)
         return None
-
-
-def _trailing_deals(symbol: str, timeframe: str):
-    """Open deals on the pair whose take profit trails: they need every closed bar."""
-    from bots.models import Deal
-
-    return Deal.objects.filter(
-        state=Deal.State.OPEN, bot__symbol=symbol, bot__base_timeframe=timeframe
-    ).exclude(bot__settings__trailing_deviation=None)
 
 
 def _hand_bars_to_trailing_deals(
@@ -523,16 +517,8 @@ def _evaluated_bars(evaluation: PairEvaluation) -> EvaluatedBars:
     result = evaluation.result
     indexes = [evaluation.series_index(position) for position in range(evaluation.bars)]
     columns = series_columns(result.series, indexes)
-    return EvaluatedBars(
-        ids=columns.ids,
-        times=[ms_to_datetime(int(result.base_open_time[index])) for index in indexes],
-        left=columns.left,
-        right=columns.right,
-        lower=columns.lower,
-        upper=columns.upper,
-        kind=columns.shapes,
-        fired=columns.fired,
-    )
+    times = [ms_to_datetime(int(result.base_open_time[index])) for index in indexes]
+    return EvaluatedBars(**vars(columns), times=times)
 
 
 def _alert_firings(

@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 from django.db import connection
-from django.db.models import F, JSONField
+from django.db.models import F
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
 from conditions.bulk import insert_new
-from conditions.engine.plan import CHANNEL, VALUE
+from conditions.engine.plan import SeriesColumns
 from conditions.models import Condition, ConditionEvaluation, ConditionTrigger, EvaluationCursor
 from conditions.services import registry_row, subscriber_counts
 
@@ -40,33 +40,12 @@ from .models import Alert, AlertTrigger, OutboxMessage
 
 
 @dataclass
-class EvaluatedBars:
-    """Every condition evaluated at each bar of an evaluation, as columns of
-    one row per (bar, condition), bar by bar: what the registry's cache rows
-    and counters are written from. NaN is a missing value."""
+class EvaluatedBars(SeriesColumns):
+    """Every condition evaluated at each bar of an evaluation, as columns
+    (one row per bar and condition, bar by bar), with the bars' open times:
+    what the registry's cache rows, counters and triggers are written from."""
 
-    ids: list[str]  # the conditions, in the order of each bar's rows
-    times: list[datetime]  # the bars' open times
-    left: np.ndarray
-    right: np.ndarray  # where kind is VALUE
-    lower: np.ndarray  # where kind is CHANNEL
-    upper: np.ndarray
-    kind: np.ndarray  # the shape of the right side: engine.plan's NO_RIGHT, VALUE or CHANNEL
-    fired: np.ndarray
-
-    def values_at(self, row: int) -> dict:
-        """What the condition compared at the row, as ConditionSeries.values_at gives it."""
-
-        def number(values: np.ndarray) -> float | None:
-            value = float(values[row])
-            return None if np.isnan(value) else value
-
-        kind = self.kind[row]
-        if kind == CHANNEL:
-            right = {"lower": number(self.lower), "upper": number(self.upper)}
-        else:
-            right = number(self.right) if kind == VALUE else None
-        return {"left": number(self.left), "right": right}
+    times: list[datetime]
 
 
 @dataclass
@@ -121,8 +100,10 @@ class PairWrites:
         self.written = Written()
 
     def register(self, canonicals: list[Mapping]) -> None:
-        """Registry rows for conditions that may not have one yet."""
-        _insert_rows(Condition, [registry_row(c) for c in canonicals], ["condition_id"])
+        """Registry rows for conditions that may not have one yet, in the
+        registry's key order, as every pair takes the rows' locks."""
+        rows = sorted(map(registry_row, canonicals), key=lambda row: row["condition_id"])
+        _insert_rows(Condition, rows, ["condition_id"])
 
     def evaluations(self, symbol: str, timeframe: str, bars: EvaluatedBars) -> None:
         """Count the evaluations, write the cache rows and the triggers of the
@@ -131,7 +112,9 @@ class PairWrites:
         known = set(Condition.objects.filter(pk__in=bars.ids).values_list("pk", flat=True))
         if missing := set(bars.ids) - known:
             raise RegistryMoved(missing)
-        count_evaluations(bars.ids, len(bars.times), self.now)
+        Condition.objects.filter(pk__in=bars.ids).update(
+            last_evaluated_at=self.now, evaluation_count=F("evaluation_count") + len(bars.times)
+        )
         width = len(bars.ids)
         rows = [
             {
@@ -244,13 +227,6 @@ class PairWrites:
         return [row_id for (row_id,) in _insert_rows(OutboxMessage, rows, ["key"], ("id",))]
 
 
-def count_evaluations(cids: list[str], bars: int, now: datetime) -> None:
-    """The registry's evaluation counters of `cids`, each evaluated at `bars` bars."""
-    Condition.objects.filter(pk__in=cids).update(
-        last_evaluated_at=now, evaluation_count=F("evaluation_count") + bars
-    )
-
-
 def _insert_rows(
     model, rows: list[dict], conflict: list[str], returning: tuple[str, ...] = ()
 ) -> list[tuple]:
@@ -267,12 +243,6 @@ class PostgresWrites(PairWrites):
         super().__init__(now)
         self._evaluations: tuple[psycopg.Cursor, list[str]] | None = None
         self._alert_triggers: list[psycopg.Cursor] = []
-
-    def register(self, canonicals: list[Mapping]) -> None:
-        # In the registry's key order, as every pair takes the rows' locks.
-        rows = sorted(map(registry_row, canonicals), key=lambda row: row["condition_id"])
-        if rows:
-            self._execute(*_insert_statement(Condition, rows, ["condition_id"]))
 
     def evaluations(self, symbol: str, timeframe: str, bars: EvaluatedBars) -> None:
         count = len(bars.ids) * len(bars.times)
@@ -291,7 +261,7 @@ class PostgresWrites(PairWrites):
                 "rights": Float8Array.of(bars.right, count),
                 "lowers": Float8Array.of(bars.lower, count),
                 "uppers": Float8Array.of(bars.upper, count),
-                "kinds": Int2Array.of(bars.kind, count),
+                "kinds": Int2Array.of(bars.shapes, count),
                 "fired": BoolArray.of(bars.fired, count),
             },
         )
@@ -358,12 +328,11 @@ class PostgresWrites(PairWrites):
 
 
 def binary_cursor() -> psycopg.Cursor:
-    """A cursor of the connection (and transaction) Django holds, open (see
-    raw_connection), that sends
-    its parameters apart from the statement, binary where asked (%b), and
-    knows the arrays built here: Django's own cursor renders every value into
-    the SQL text, which costs more than the statement for the thousands of
-    values a pair's evaluation sends."""
+    """A cursor of the connection (and transaction) Django holds (opened by
+    raw_connection) that sends its parameters apart from the statement,
+    binary where asked (%b), and knows the arrays built here: Django's own
+    cursor renders every value into the SQL text, which costs more than the
+    statement for the thousands of values a pair's evaluation sends."""
     raw = connection.connection
     if raw not in _knows_arrays:
         # On the connection, once: registered on each cursor, they would copy
@@ -382,27 +351,6 @@ def binary_cursor() -> psycopg.Cursor:
 
 
 _knows_arrays: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
-
-
-def _insert_statement(model, rows: list[dict], conflict: list[str]) -> tuple[str, list]:
-    """INSERT ... ON CONFLICT DO NOTHING of `rows`, as one array per column."""
-    meta = model._meta
-    fields = [meta.get_field(name) for name in rows[0]]
-    arrays = []
-    for name, model_field in zip(rows[0], fields, strict=True):
-        values = [row[name] for row in rows]
-        if isinstance(model_field, JSONField):
-            values = [json.dumps(value) for value in values]
-        arrays.append(values)
-    columns = ", ".join(model_field.column for model_field in fields)
-    casts = ", ".join(f"%b::{model_field.db_type(connection)}[]" for model_field in fields)
-    keys = ", ".join(meta.get_field(name).column for name in conflict)
-    # Only names from the model's metadata are interpolated.
-    sql = (
-        f"INSERT INTO {meta.db_table} ({columns}) SELECT * FROM unnest({casts}) "  # noqa: S608
-        f"ON CONFLICT ({keys}) DO NOTHING"
-    )
-    return sql, arrays
 
 
 # PostgreSQL's binary array format: a header, then each element as its

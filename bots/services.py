@@ -168,14 +168,18 @@ def _timeframe_s(timeframe: str) -> int:
     return timeframe_ms(timeframe) // 1000 if timeframe != "1M" else 30 * 86400
 
 
+def open_trailing_deals(symbol: str, timeframe: str):
+    """Open deals on the pair whose take profit trails: they need every closed bar."""
+    return Deal.objects.filter(
+        state=Deal.State.OPEN, bot__symbol=symbol, bot__base_timeframe=timeframe
+    ).exclude(bot__settings__trailing_deviation=None)
+
+
 def trail_open_deals(symbol: str, timeframe: str, bars: list[tuple[int, str, str]]) -> int:
     """Closed bars (open time, high, close) of a pair, for its deals' trailing take profits."""
     step_ms = _timeframe_s(timeframe) * 1000
     exits = 0
-    open_deals = Deal.objects.filter(
-        state=Deal.State.OPEN, bot__symbol=symbol, bot__base_timeframe=timeframe
-    ).exclude(bot__settings__trailing_deviation=None)
-    for deal_id in open_deals.values_list("pk", flat=True):
+    for deal_id in open_trailing_deals(symbol, timeframe).values_list("pk", flat=True):
         for open_ms, high, close in bars:
             if (
                 deals.on_bar_closed(deal_id, Decimal(high), Decimal(close), open_ms + step_ms)

@@ -67,17 +67,19 @@ class ConditionSeries:
     right: np.ndarray | tuple[np.ndarray, np.ndarray] | None
 
     def values_at(self, bar: int) -> dict:
-        def number(series: np.ndarray) -> float | None:
-            value = float(series[bar])
-            return None if np.isnan(value) else value
-
         if self.right is None:
             right = None
         elif isinstance(self.right, tuple):
-            right = {"lower": number(self.right[0]), "upper": number(self.right[1])}
+            right = {"lower": _number(self.right[0][bar]), "upper": _number(self.right[1][bar])}
         else:
-            right = number(self.right)
-        return {"left": number(self.left), "right": right}
+            right = _number(self.right[bar])
+        return {"left": _number(self.left[bar]), "right": right}
+
+
+def _number(value) -> float | None:
+    """A value as JSON gives it: NaN (missing) is null."""
+    value = float(value)
+    return None if np.isnan(value) else value
 
 
 @dataclass
@@ -124,6 +126,15 @@ class SeriesColumns:
     right: np.ndarray  # a VALUE's right side
     lower: np.ndarray  # a CHANNEL's
     upper: np.ndarray
+
+    def values_at(self, row: int) -> dict:
+        """What the condition compared at the row, as ConditionSeries.values_at gives it."""
+        shape = self.shapes[row]
+        if shape == _CHANNEL:
+            right = {"lower": _number(self.lower[row]), "upper": _number(self.upper[row])}
+        else:
+            right = _number(self.right[row]) if shape == _VALUE else None
+        return {"left": _number(self.left[row]), "right": right}
 
 
 def series_columns(series: Mapping[str, ConditionSeries], bars: Sequence[int]) -> SeriesColumns:
