@@ -221,7 +221,7 @@ def _write(
     for attempt in (1, 2):
         new = [canonical for cid, canonical in canonicals.items() if cid not in _registered]
         try:
-            with transaction.atomic(), pair_writes(now) as writes:
+            with transaction.atomic(), pair_writes(now, symbol) as writes:
                 # Conditions the registry may lack are registered first.
                 writes.register(new)
                 if evaluated is not None:

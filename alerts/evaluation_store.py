@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import struct
 import weakref
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -74,13 +75,35 @@ class RegistryMoved(Exception):
 
 
 @contextmanager
-def pair_writes(now: datetime) -> Iterator[PairWrites]:
-    """The writer for this database, inside the caller's transaction."""
+def pair_writes(now: datetime, symbol: str) -> Iterator[PairWrites]:
+    """The writer for this database, inside the caller's transaction, which
+    holds the symbol's write lock from its first statement to its end."""
     if connection.vendor != "postgresql":
+        # SQLite has one writer at a time anyway.
         yield PairWrites(now)
         return
     with connection.wrap_database_errors, raw_connection().pipeline():
+        binary_cursor().execute(_LOCK_SYMBOL, [_SYMBOL_LOCKS, symbol_lock_key(symbol)])
         yield PostgresWrites(now)
+
+
+# The registry rows an evaluation writes all belong to its symbol (alerts are
+# evaluated on their own symbol's conditions), and the pairs of a symbol
+# share rows: a 4h condition in 1h alerts is counted by both the 1h and the
+# 4h pair. Two transactions locking shared rows in different orders would
+# deadlock, and an UPDATE's order is its plan's. So a symbol's evaluations
+# write one at a time, under a transaction-level advisory lock taken before
+# anything else; their rows then have a single writer, in any order. The
+# lock is held for the write only (a few milliseconds), never while candles
+# are fetched or the engine runs.
+_LOCK_SYMBOL = "SELECT pg_advisory_xact_lock(%s, %s)"
+_SYMBOL_LOCKS = 0x7464  # the advisory lock namespace of symbols' writes
+
+
+def symbol_lock_key(symbol: str) -> int:
+    """The symbol's key in `_SYMBOL_LOCKS`: a signed 32-bit hash (two symbols
+    sharing one only wait for each other)."""
+    return int.from_bytes(zlib.crc32(symbol.encode()).to_bytes(4), signed=True)
 
 
 def raw_connection() -> psycopg.Connection:
@@ -100,8 +123,8 @@ class PairWrites:
         self.written = Written()
 
     def register(self, canonicals: list[Mapping]) -> None:
-        """Registry rows for conditions that may not have one yet, in the
-        registry's key order, as every pair takes the rows' locks."""
+        """Registry rows for conditions that may not have one yet, in key
+        order, as every path registers them."""
         rows = sorted(map(registry_row, canonicals), key=lambda row: row["condition_id"])
         _insert_rows(Condition, rows, ["condition_id"])
 
@@ -266,17 +289,6 @@ class PostgresWrites(PairWrites):
             },
         )
         self._evaluations = (cursor, bars.ids)
-        fired = np.flatnonzero(bars.fired)
-        if len(fired):
-            width = len(bars.ids)
-            self._execute(
-                _COUNT_TRIGGERS,
-                {
-                    "now": self.now,
-                    "ids": TextArray.of([bars.ids[row % width] for row in fired.tolist()]),
-                    "times": TimestamptzArray.of(candle_us[fired], len(fired)),
-                },
-            )
 
     def alert_triggers(self, firings: AlertFirings) -> None:
         if not firings.rows:
@@ -423,34 +435,21 @@ class _BinaryArrayDumper(Dumper):
         return obj
 
 
-# What a pair's evaluation writes to the registry side. First the registry
-# rows of every condition evaluated are locked, explicitly in key order (an
-# update's own order is its plan's), so that two pairs sharing conditions
-# (one pair's 4h condition in another's 1h alerts) wait for each other
-# instead of deadlocking, and their counters updated; everything below reads
-# `locked`, made after `counted`. Then a row per condition and
-# bar, its JSON built by the database from one array per value (NaN is a
-# missing value; `kind` says whether the right side is absent, a value, or a
-# channel): the cache rows, and the triggers of the conditions that held,
-# with their subscribers counted (active subscriptions, and active alerts,
-# whose links say so: alerts migration 0002) and an outbox row for those with
+# What a pair's evaluation writes to the registry side, under its symbol's
+# lock (`_LOCK_SYMBOL`), in one statement. A row per condition and bar, its
+# JSON built by the database from one array per value (NaN is a missing
+# value; `kind` says whether the right side is absent, a value, or a
+# channel). The triggers of the conditions that held, with their subscribers
+# counted (active subscriptions, and active alerts, whose links say so:
+# alerts migration 0002), for registered conditions only (a missing row is
+# reported below, not failed on). Then the counters of every condition
+# evaluated, the triggers just inserted looked up in one small JSON object by
+# key (a join could be planned as a scan of the whole registry); the cache
+# rows; an outbox row for each new trigger of a condition with
 # subscriptions. The number of registry rows counted tells whether each
 # condition had one.
 _STORE_EVALUATIONS = """
-WITH ordered AS (
-    SELECT condition_id FROM condition_registry
-    WHERE condition_id = ANY(%(ids)b::varchar[])
-    ORDER BY condition_id
-    FOR NO KEY UPDATE
-), counted AS (
-    UPDATE condition_registry r
-    SET last_evaluated_at = %(now)s, evaluation_count = r.evaluation_count + %(bars)s
-    FROM ordered o
-    WHERE r.condition_id = o.condition_id
-    RETURNING 1
-), locked AS (
-    SELECT count(*) AS registered FROM counted
-), evaluated AS (
+WITH evaluated AS (
     SELECT v.id, v.candle_time, v.fired, jsonb_build_object(
         'left', NULLIF(v.lhs, 'NaN'),
         'right', CASE v.kind
@@ -458,17 +457,10 @@ WITH ordered AS (
             WHEN 2 THEN jsonb_build_object('lower', NULLIF(v.lower, 'NaN'),
                                            'upper', NULLIF(v.upper, 'NaN'))
         END) AS compared
-    FROM locked, unnest(%(row_ids)b::varchar[], %(candle_times)b::timestamptz[],
-                        %(lefts)b::float8[], %(rights)b::float8[], %(lowers)b::float8[],
-                        %(uppers)b::float8[], %(kinds)b::int2[], %(fired)b::bool[])
+    FROM unnest(%(row_ids)b::varchar[], %(candle_times)b::timestamptz[],
+                %(lefts)b::float8[], %(rights)b::float8[], %(lowers)b::float8[],
+                %(uppers)b::float8[], %(kinds)b::int2[], %(fired)b::bool[])
         AS v(id, candle_time, lhs, rhs, lower, upper, kind, fired)
-), stored AS (
-    INSERT INTO condition_evaluation_cache
-        (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
-    SELECT id, %(symbol)s, %(timeframe)s, candle_time,
-        compared || jsonb_build_object('fired', fired), %(now)s
-    FROM evaluated
-    ON CONFLICT (condition_id, candle_time) DO NOTHING
 ), triggered AS (
     INSERT INTO condition_triggers (condition_id, symbol, timeframe, candle_time, triggered_at,
                                     trigger_value, processed, subscribers_count)
@@ -477,9 +469,29 @@ WITH ordered AS (
          WHERE s.condition_id = e.id AND s.active)
         + (SELECT count(*) FROM alerts_alert_conditions c WHERE c.condition_id = e.id AND c.active)
     FROM evaluated e
-    WHERE e.fired
+    WHERE e.fired AND EXISTS (SELECT FROM condition_registry r WHERE r.condition_id = e.id)
     ON CONFLICT (condition_id, candle_time) DO NOTHING
     RETURNING id, condition_id
+), new_triggers AS (
+    SELECT jsonb_object_agg(condition_id, triggers) AS by_id
+    FROM (SELECT condition_id, count(*) AS triggers FROM triggered GROUP BY condition_id) n
+), counted AS (
+    UPDATE condition_registry r
+    SET last_evaluated_at = %(now)s,
+        evaluation_count = r.evaluation_count + %(bars)s,
+        trigger_count = r.trigger_count + coalesce((n.by_id ->> r.condition_id)::int, 0),
+        last_triggered_at = CASE WHEN n.by_id ? r.condition_id THEN %(now)s
+                                 ELSE r.last_triggered_at END
+    FROM new_triggers n
+    WHERE r.condition_id = ANY(%(ids)b::varchar[])
+    RETURNING 1
+), stored AS (
+    INSERT INTO condition_evaluation_cache
+        (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
+    SELECT id, %(symbol)s, %(timeframe)s, candle_time,
+        compared || jsonb_build_object('fired', fired), %(now)s
+    FROM evaluated
+    ON CONFLICT (condition_id, candle_time) DO NOTHING
 ), queued AS (
     INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
     SELECT 'condition_trigger', 'condition_trigger:' || t.id,
@@ -490,23 +502,8 @@ WITH ordered AS (
     ON CONFLICT (key) DO NOTHING
     RETURNING id
 )
-SELECT (SELECT registered FROM locked), (SELECT count(*) FROM triggered),
+SELECT (SELECT count(*) FROM counted), (SELECT count(*) FROM triggered),
     ARRAY(SELECT id FROM queued ORDER BY id)
-"""
-
-# The registry's trigger counters, from the triggers the statement above
-# inserted: among those of the conditions that held at these bars, the ones
-# written at this evaluation's moment (a second worker racing on the same bar
-# inserts none). Their registry rows are already locked: no new lock is taken.
-_COUNT_TRIGGERS = """
-UPDATE condition_registry r
-SET last_triggered_at = %(now)s, trigger_count = r.trigger_count + n.triggers
-FROM (SELECT t.condition_id, count(*) AS triggers
-      FROM unnest(%(ids)b::varchar[], %(times)b::timestamptz[]) AS f(id, candle_time)
-      JOIN condition_triggers t ON t.condition_id = f.id AND t.candle_time = f.candle_time
-      WHERE t.triggered_at = %(now)s
-      GROUP BY t.condition_id) n
-WHERE r.condition_id = n.condition_id
 """
 
 _PRESENT = "SELECT condition_id FROM condition_registry WHERE condition_id = ANY(%s)"

@@ -59,7 +59,11 @@ def register_condition(
 
 
 def register_all(canonicals: Iterable[Mapping]) -> list[Condition]:
-    return [register_canonical(canonical)[0] for canonical in canonicals]
+    """The registry rows of the conditions, in key order (as evaluations
+    register them: two transactions inserting the same new rows then wait
+    for each other instead of deadlocking)."""
+    by_id = {make_condition_id(canonical): canonical for canonical in canonicals}
+    return [register_canonical(by_id[cid])[0] for cid in sorted(by_id)]
 
 
 def subscribe(

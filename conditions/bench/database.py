@@ -111,7 +111,11 @@ def seed(alerts: Sequence[AlertSpec], links: Links) -> None:
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
                 f"(SELECT COALESCE(MAX(id), 1) FROM {table}))"
             )
-        cursor.execute("ANALYZE")
+        # What autovacuum does to freshly loaded tables in a database in use:
+        # statistics for the planner, and the visibility map, without which
+        # counting a trigger's subscribers in the links' index visits every
+        # link in the table as well (0.05 ms a trigger instead of 0.01).
+        cursor.execute("VACUUM ANALYZE")
 
 
 def _copy(cursor, table: str, columns: Sequence[str], rows) -> None:

@@ -4,17 +4,20 @@ stub over HTTP: what fires, when, and what the registry records."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import timedelta
 
+import psycopg
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from alerts import evaluation
+from alerts import evaluation, evaluation_store
 from alerts.models import Alert, AlertTrigger, Notification
 from conditions import metrics
 from conditions.engine.plan import EvaluationPlan
-from conditions.models import Condition, ConditionEvaluation, ConditionTrigger
+from conditions.models import Condition, ConditionEvaluation, ConditionTrigger, EvaluationCursor
 from conditions.services import subscribe
 from tests.factories import BotFactory, RegisteredAlertFactory, UserFactory
 from tests.pipeline.conftest import FIVE_MINUTES, bar
@@ -224,6 +227,48 @@ def test_a_registry_row_deleted_after_a_worker_wrote_to_it_is_registered_again(l
     assert [int(row.candle_time.timestamp() * 1000) for row in cached] == [bar(0)]
     assert report.condition_triggers == 1
     assert fired_bars(alert) == [bar(-1), bar(0)]
+
+
+def test_a_pairs_write_waits_for_another_write_of_its_symbol_then_lands_whole(live):
+    # A symbol's pairs share registry rows (a 4h condition in 5m alerts); their
+    # writes take the symbol's lock, so they queue instead of deadlocking.
+    alert = RegisteredAlertFactory()
+    condition = condition_of(alert)
+    db = connection.settings_dict
+    with psycopg.connect(
+        dbname=db["NAME"], user=db["USER"], host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432
+    ) as other:
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)",
+            [evaluation_store._SYMBOL_LOCKS, evaluation_store.symbol_lock_key("ETHBTC")],
+        )
+        release = threading.Timer(1.0, other.commit)
+        release.start()
+        started = time.monotonic()
+        report = evaluate_ethbtc()
+        waited = time.monotonic() - started
+        release.join()
+
+    assert waited >= 1.0, "the evaluation wrote while another writer held ETHBTC's lock"
+    assert report.condition_triggers == 1
+    assert fired_bars(alert) == [bar(-1)]
+    condition.refresh_from_db()
+    assert (condition.evaluation_count, condition.trigger_count) == (1, 1)
+
+
+def test_counting_a_bar_again_counts_its_evaluation_but_not_its_trigger_twice(live):
+    alert = RegisteredAlertFactory()
+    evaluate_ethbtc()
+    # As if a second worker had read the cursor before the first one moved it.
+    EvaluationCursor.objects.all().delete()
+
+    report = evaluate_ethbtc()
+
+    assert report.condition_triggers == 0
+    condition = condition_of(alert)
+    assert (condition.evaluation_count, condition.trigger_count) == (2, 1)
+    assert ConditionTrigger.objects.filter(condition=condition).count() == 1
+    assert fired_bars(alert) == [bar(-1)]
 
 
 def test_bars_missed_while_nothing_ran_are_caught_up_but_only_the_last_few(live):
