@@ -24,6 +24,23 @@ def manage(*args: str | Path, timeout: float = 240, **env: str) -> subprocess.Co
     )
 
 
+def postgres_session(dbname: str | None = None):
+    """A psycopg connection of its own to the server Django uses, to its
+    database or to `dbname`: another session, as another worker or an
+    operator would open."""
+    import psycopg
+    from django.db import connection
+
+    db = connection.settings_dict
+    return psycopg.connect(
+        dbname=dbname or db["NAME"],
+        user=db["USER"] or None,
+        password=db["PASSWORD"] or None,
+        host=db["HOST"] or None,
+        port=db["PORT"] or None,
+    )
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """One PostgreSQL test database per pytest process, so two runs on one

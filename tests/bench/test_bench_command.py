@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
 import pytest
 from django.conf import settings
+
+from tests.conftest import postgres_session
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
@@ -39,14 +40,7 @@ def bench(*arguments: str, **environment: str) -> subprocess.Popen:
 
 
 def postgres_databases() -> set[str]:
-    db = settings.DATABASES["default"]
-    with psycopg.connect(
-        dbname="postgres",
-        user=db["USER"] or None,
-        password=db["PASSWORD"] or None,
-        host=db["HOST"] or None,
-        port=db["PORT"] or None,
-    ) as connection:
+    with postgres_session("postgres") as connection:
         return {name for (name,) in connection.execute("SELECT datname FROM pg_database")}
 
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 import re
 import subprocess
 
-import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
-from tests.conftest import manage
+from tests.conftest import manage, postgres_session
 from tradeeon.cli import InputError
 
 
@@ -45,14 +43,7 @@ def test_bad_arguments_are_refused_before_anything_starts(options, complaint):
 
 
 def scratch_databases() -> list[str]:
-    db = connection.settings_dict
-    with psycopg.connect(
-        dbname="postgres",
-        user=db["USER"],
-        password=db["PASSWORD"] or None,
-        host=db["HOST"] or "127.0.0.1",
-        port=db["PORT"] or 5432,
-    ) as server:
+    with postgres_session("postgres") as server:
         rows = server.execute(
             "SELECT datname FROM pg_database WHERE datname LIKE 'tradeeon_bench_%'"
         ).fetchall()

@@ -8,9 +8,7 @@ import threading
 import time
 from datetime import timedelta
 
-import psycopg
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from alerts import evaluation, evaluation_store
@@ -19,6 +17,7 @@ from conditions import metrics
 from conditions.engine.plan import EvaluationPlan
 from conditions.models import Condition, ConditionEvaluation, ConditionTrigger, EvaluationCursor
 from conditions.services import subscribe
+from tests.conftest import postgres_session
 from tests.factories import BotFactory, RegisteredAlertFactory, UserFactory
 from tests.pipeline.conftest import FIVE_MINUTES, bar
 
@@ -234,10 +233,7 @@ def test_a_pairs_write_waits_for_another_write_of_its_symbol_then_lands_whole(li
     # writes take the symbol's lock, so they queue instead of deadlocking.
     alert = RegisteredAlertFactory()
     condition = condition_of(alert)
-    db = connection.settings_dict
-    with psycopg.connect(
-        dbname=db["NAME"], user=db["USER"], host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432
-    ) as other:
+    with postgres_session() as other:
         other.execute(
             "SELECT pg_advisory_xact_lock(%s, %s)",
             [evaluation_store._SYMBOL_LOCKS, evaluation_store.symbol_lock_key("ETHBTC")],

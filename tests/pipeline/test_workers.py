@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import psycopg
 import pytest
 from django.db import connection
 
@@ -25,6 +24,7 @@ from alerts.models import (
 )
 from alerts.webhooks import EVENT_HEADER, SIGNATURE_HEADER
 from conditions.models import ConditionTrigger, EvaluationCursor
+from tests.conftest import postgres_session
 from tests.factories import RegisteredAlertFactory
 from tests.pipeline.conftest import FIVE_MINUTES, bar, wait_until
 
@@ -140,14 +140,7 @@ def test_a_worker_killed_mid_evaluation_loses_nothing_once_another_worker_runs(p
 def user_row_locked(user_id: int) -> Iterator[None]:
     """Holds the user's row FOR UPDATE in another session: creating their
     notification (its foreign key check) waits until the block ends."""
-    db = connection.settings_dict
-    with psycopg.connect(
-        dbname=db["NAME"],
-        user=db["USER"],
-        password=db["PASSWORD"] or None,
-        host=db["HOST"] or "127.0.0.1",
-        port=db["PORT"] or 5432,
-    ) as other:
+    with postgres_session() as other:
         other.execute("SELECT 1 FROM auth_user WHERE id = %s FOR UPDATE", [user_id])
         yield
         other.rollback()
