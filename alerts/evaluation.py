@@ -46,7 +46,7 @@ from .evaluation_store import (
     Written,
     binary_cursor,
     pair_writes,
-    raw_connection,
+    pipeline,
 )
 from .models import Alert
 
@@ -325,7 +325,7 @@ def _read_pair_postgres(
     count = len(remembered)
     ids = np.fromiter(remembered, dtype=np.int64, count=count)
     versions = np.fromiter((known.seen[1] for known in remembered.values()), np.int64, count)
-    with connection.wrap_database_errors, raw_connection().pipeline():
+    with pipeline():
         alerts, subscribed, cursor, trailing = (binary_cursor() for _ in range(4))
         alerts.execute(
             _READ_ALERTS,

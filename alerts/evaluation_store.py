@@ -82,7 +82,7 @@ def pair_writes(now: datetime, symbol: str) -> Iterator[PairWrites]:
         # SQLite has one writer at a time anyway.
         yield PairWrites(now)
         return
-    with connection.wrap_database_errors, raw_connection().pipeline():
+    with pipeline():
         binary_cursor().execute(_LOCK_SYMBOL, [_SYMBOL_LOCKS, symbol_lock_key(symbol)])
         yield PostgresWrites(now)
 
@@ -106,13 +106,17 @@ def symbol_lock_key(symbol: str) -> int:
     return int.from_bytes(zlib.crc32(symbol.encode()).to_bytes(4), signed=True)
 
 
-def raw_connection() -> psycopg.Connection:
-    """The psycopg connection Django holds, checked first as Django's own
-    cursors check it (CONN_HEALTH_CHECKS): a connection the server dropped
-    is replaced rather than failing every evaluation until it ages out."""
+@contextmanager
+def pipeline() -> Iterator[None]:
+    """A psycopg pipeline on the connection Django holds, checked first as
+    Django's own cursors check it (CONN_HEALTH_CHECKS: a connection the
+    server dropped is replaced rather than failing every evaluation until it
+    ages out), its errors raised as Django's. Statements go in through
+    `binary_cursor`."""
     connection.close_if_health_check_failed()
     connection.ensure_connection()
-    return connection.connection
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
 
 
 class PairWrites:
@@ -341,7 +345,7 @@ class PostgresWrites(PairWrites):
 
 def binary_cursor() -> psycopg.Cursor:
     """A cursor of the connection (and transaction) Django holds (opened by
-    raw_connection) that sends its parameters apart from the statement,
+    `pipeline`) that sends its parameters apart from the statement,
     binary where asked (%b), and knows the arrays built here: Django's own
     cursor renders every value into the SQL text, which costs more than the
     statement for the thousands of values a pair's evaluation sends."""
