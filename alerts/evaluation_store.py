@@ -441,9 +441,9 @@ class _BinaryArrayDumper(Dumper):
 
 # What a pair's evaluation writes to the registry side, under its symbol's
 # lock (`_LOCK_SYMBOL`), in one statement. A row per condition and bar, its
-# JSON built by the database from one array per value (NaN is a missing
+# cache JSON built by the database from one array per value (NaN is a missing
 # value; `kind` says whether the right side is absent, a value, or a
-# channel). The triggers of the conditions that held, with their subscribers
+# channel); a trigger's value is the same without `fired`. The triggers of the conditions that held, with their subscribers
 # counted (active subscriptions, and active alerts, whose links say so:
 # alerts migration 0002), for registered conditions only (a missing row is
 # reported below, not failed on). Then the counters of every condition
@@ -460,7 +460,8 @@ WITH evaluated AS (
             WHEN 1 THEN to_jsonb(NULLIF(v.rhs, 'NaN'))
             WHEN 2 THEN jsonb_build_object('lower', NULLIF(v.lower, 'NaN'),
                                            'upper', NULLIF(v.upper, 'NaN'))
-        END) AS compared
+        END,
+        'fired', v.fired) AS cached
     FROM unnest(%(row_ids)b::varchar[], %(candle_times)b::timestamptz[],
                 %(lefts)b::float8[], %(rights)b::float8[], %(lowers)b::float8[],
                 %(uppers)b::float8[], %(kinds)b::int2[], %(fired)b::bool[])
@@ -468,7 +469,7 @@ WITH evaluated AS (
 ), triggered AS (
     INSERT INTO condition_triggers (condition_id, symbol, timeframe, candle_time, triggered_at,
                                     trigger_value, processed, subscribers_count)
-    SELECT e.id, %(symbol)s, %(timeframe)s, e.candle_time, %(now)s, e.compared, false,
+    SELECT e.id, %(symbol)s, %(timeframe)s, e.candle_time, %(now)s, e.cached - 'fired', false,
         (SELECT count(*) FROM user_condition_subscriptions s
          WHERE s.condition_id = e.id AND s.active)
         + (SELECT count(*) FROM alerts_alert_conditions c WHERE c.condition_id = e.id AND c.active)
@@ -492,8 +493,7 @@ WITH evaluated AS (
 ), stored AS (
     INSERT INTO condition_evaluation_cache
         (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
-    SELECT id, %(symbol)s, %(timeframe)s, candle_time,
-        compared || jsonb_build_object('fired', fired), %(now)s
+    SELECT id, %(symbol)s, %(timeframe)s, candle_time, cached, %(now)s
     FROM evaluated
     ON CONFLICT (condition_id, candle_time) DO NOTHING
 ), queued AS (

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from conditions.models import SYMBOL_PATTERN, TIMEFRAME_CHOICES, Condition
+from conditions.models import SYMBOL_CHARACTERS, TIMEFRAME_CHOICES, Condition, text_format
 from tradeeon.encryption import EncryptedTextField
 
 
@@ -60,9 +60,7 @@ class Alert(models.Model):
             )
         ]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(symbol__regex=SYMBOL_PATTERN), name="alert_symbol_format"
-            ),
+            text_format("symbol", SYMBOL_CHARACTERS, (2, 20), "alert_symbol_format"),
             models.CheckConstraint(
                 condition=Q(status__in=AlertStatus.values), name="alert_status_known"
             ),
@@ -82,7 +80,10 @@ class Alert(models.Model):
 class AlertTrigger(models.Model):
     """An alert firing at one bar. The unique constraint is the debounce."""
 
-    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="triggers")
+    # Its index is the unique constraint's, which starts with it.
+    alert = models.ForeignKey(
+        Alert, on_delete=models.CASCADE, related_name="triggers", db_index=False
+    )
     bar_open_time = models.DateTimeField()
     fired_at = models.DateTimeField(auto_now_add=True)
     snapshot = models.JSONField(default=dict, help_text="condition values at the bar")
@@ -165,7 +166,9 @@ class OutboxMessage(models.Model):
     cause; sent after commit; swept and re-sent if a worker died in between."""
 
     topic = models.CharField(max_length=64, help_text="what to run, e.g. dispatch_alert_trigger")
-    key = models.CharField(max_length=128, unique=True, help_text="idempotency key")
+    # Unique by a constraint, not unique=True, which on PostgreSQL adds a
+    # LIKE index that no query uses to every row's insert.
+    key = models.CharField(max_length=128, help_text="idempotency key")
     payload = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -176,6 +179,7 @@ class OutboxMessage(models.Model):
     class Meta:
         ordering = ["created_at"]
         indexes = [models.Index(fields=["done_at", "created_at"], name="outbox_pending")]
+        constraints = [models.UniqueConstraint(fields=["key"], name="outbox_key_unique")]
 
     def __str__(self) -> str:
         return f"{self.topic} {self.key}"

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from conditions.models import SYMBOL_PATTERN, TIMEFRAME_CHOICES
+from conditions.models import SYMBOL_CHARACTERS, TIMEFRAME_CHOICES, text_format
 from tradeeon.encryption import EncryptedTextField
 
 DEFAULT_PAPER_BALANCES = {"USDT": "10000"}
@@ -91,9 +91,7 @@ class Bot(models.Model):
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["symbol", "status"], name="bot_symbol_status")]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(symbol__regex=SYMBOL_PATTERN), name="bot_symbol_format"
-            ),
+            text_format("symbol", SYMBOL_CHARACTERS, (2, 20), "bot_symbol_format"),
             models.CheckConstraint(condition=Q(kind__in=BotKind.values), name="bot_kind_known"),
             models.CheckConstraint(
                 condition=Q(status__in=BotStatus.values), name="bot_status_known"

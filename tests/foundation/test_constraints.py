@@ -166,9 +166,25 @@ def test_it_refuses_alerts_with_unknown_values(fields):
         alert.save()
 
 
-def test_it_refuses_a_condition_whose_id_is_not_a_sha256():
+@pytest.mark.parametrize(
+    "condition_id",
+    ["not-a-hash", "a" * 63, "A" * 64, "g" + "a" * 63, "a" * 63 + "\n", ""],
+    ids=["text", "63-chars", "upper-case", "not-hex", "newline", "empty"],
+)
+def test_it_refuses_a_condition_whose_id_is_not_a_sha256(condition_id):
     with pytest.raises(IntegrityError), transaction.atomic():
-        ConditionFactory(condition_id="not-a-hash")
+        ConditionFactory(condition_id=condition_id)
+
+
+@pytest.mark.parametrize("symbol", ["B", "btcusdt", "BTC/USDT", "BTC USDT", "BTCUSDT\n", ""])
+def test_a_condition_or_alert_symbol_is_2_to_20_capitals_and_digits_on_update_too(symbol):
+    # Checked whatever an update changes (counters), so checked cheaply.
+    condition = ConditionFactory(condition_id="0123456789abcdef" * 4, symbol="BTCUSDT")
+    alert = AlertFactory(symbol="A1" * 10)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        type(condition).objects.filter(pk=condition.pk).update(symbol=symbol)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        type(alert).objects.filter(pk=alert.pk).update(symbol=symbol)
 
 
 def test_deleting_a_condition_in_use_is_refused():

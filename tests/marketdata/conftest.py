@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import redis
-from django.core.cache.backends.redis import RedisCache
 
 from conditions.engine.candles import load_candles
 from conditions.marketdata.replay import ReplayMarket
 from conditions.marketdata.stub import BinanceStub, run_stub
+from tradeeon.cache import RedisCache
 
 KLINES_DIR = Path(__file__).resolve().parent.parent / "data" / "klines"
 ETH_FILE = KLINES_DIR / "ETHBTC-5m.csv"

@@ -95,7 +95,7 @@ def live(settings, stub: BinanceStub, namespace: str) -> Iterator[BinanceStub]:
     settings.BINANCE_API_URL = stub.url
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "tradeeon.cache.RedisCache",
             "LOCATION": settings.REDIS_URL,
             "KEY_PREFIX": namespace,
         }

@@ -21,7 +21,7 @@ def store(request, settings, namespace, tmp_path):
     """The default cache, as production (Redis) or the embedded setup has it."""
     backends = {
         "redis": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "tradeeon.cache.RedisCache",
             "LOCATION": settings.REDIS_URL,
             "KEY_PREFIX": namespace,
         },

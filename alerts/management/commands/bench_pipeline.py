@@ -293,7 +293,7 @@ def scratch_database(name: str) -> Iterator[str]:
 def namespaced_cache(namespace: str) -> dict:
     return {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "tradeeon.cache.RedisCache",
             "LOCATION": settings.REDIS_URL,
             "KEY_PREFIX": namespace,
         }
