@@ -443,14 +443,14 @@ class _BinaryArrayDumper(Dumper):
 # lock (`_LOCK_SYMBOL`), in one statement. A row per condition and bar, its
 # cache JSON built by the database from one array per value (NaN is a missing
 # value; `kind` says whether the right side is absent, a value, or a
-# channel); a trigger's value is the same without `fired`. The triggers of the conditions that held, with their subscribers
-# counted (active subscriptions, and active alerts, whose links say so:
-# alerts migration 0002), for registered conditions only (a missing row is
-# reported below, not failed on). Then the counters of every condition
-# evaluated, the triggers just inserted looked up in one small JSON object by
-# key (a join could be planned as a scan of the whole registry); the cache
-# rows; an outbox row for each new trigger of a condition with
-# subscriptions. The number of registry rows counted tells whether each
+# channel); a trigger's value is the same without `fired`. The triggers of
+# the conditions that held, with their subscribers counted (active
+# subscriptions, and active alerts, whose links say so: alerts migration
+# 0002), for registered conditions only (a missing row is reported below, not
+# failed on). Then the counters of every condition evaluated, the triggers
+# just inserted looked up in one small JSON object by key (a join could be
+# planned as a scan of the whole registry); the cache rows; an outbox row for
+# each new trigger of a condition with subscriptions. The number of registry rows counted tells whether each
 # condition had one.
 _STORE_EVALUATIONS = """
 WITH evaluated AS (

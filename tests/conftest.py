@@ -3,10 +3,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
+from tradeeon.cache import RedisCache
+
+REDIS_URL = "redis://127.0.0.1:6379/15"  # tests' own Redis database
 REPO = Path(__file__).resolve().parents[1]
 KLINES_DIR = Path(__file__).parent / "data" / "klines"
 
@@ -50,6 +55,18 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     for database in settings.DATABASES.values():
         if database["ENGINE"].endswith("postgresql"):
             database.setdefault("TEST", {})["NAME"] = f"test_{database['NAME']}_{os.getpid()}"
+
+
+@pytest.fixture
+def redis_store():
+    """A Django RedisCache on db 15 under a key prefix of its own, emptied afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    store = RedisCache(REDIS_URL, {"KEY_PREFIX": prefix})
+    yield store
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.delete(key)
+    client.close()
 
 
 @pytest.fixture
