@@ -123,11 +123,14 @@ class _PairState:
 
 
 # What a worker process keeps between evaluations, only ever as a cache: per
-# pair, its compiled plan and alert batch, and its alerts' playbooks; the
-# registry conditions known to have a row, and those a subscription reads.
+# pair, its compiled plan and alert batch, and its alerts' playbooks; per
+# symbol, the registry conditions known to have a row and (on PostgreSQL) the
+# registry generation at which they were found (evaluation_store.pair_writes);
+# the canonical forms of the registry rows subscriptions read.
 _evaluators: dict[tuple[str, str, bool], PairEvaluator] = {}
 _remembered: dict[tuple[str, str], dict[int, _Remembered]] = {}
-_registered: set[str] = set()
+_registered: dict[str, set[str]] = {}
+_checked_generation: dict[str, int] = {}
 _registry_canonicals: dict[tuple[str, str], dict] = {}
 
 
@@ -218,12 +221,14 @@ def _write(
     """Everything the evaluation produced, in one transaction. A registry row
     this process remembered is gone (an operator deleted it): the write is
     done again, registering it."""
+    known = _registered.setdefault(symbol, set())
     for attempt in (1, 2):
-        new = [canonical for cid, canonical in canonicals.items() if cid not in _registered]
+        new = {cid: canonical for cid, canonical in canonicals.items() if cid not in known}
+        checked = _checked_generation.get(symbol)
         try:
-            with transaction.atomic(), pair_writes(now, symbol) as writes:
+            with transaction.atomic(), pair_writes(now, symbol, checked) as writes:
                 # Conditions the registry may lack are registered first.
-                writes.register(new)
+                writes.register(list(new.values()))
                 if evaluated is not None:
                     writes.evaluations(symbol, timeframe, evaluated)
                 writes.alert_triggers(firings)
@@ -238,9 +243,14 @@ def _write(
             if attempt == 2:
                 raise
             logger.warning("%s on %s %s: registering them again", moved, symbol, timeframe)
-            _registered.difference_update(moved.ids)
+            known.difference_update(moved.ids)
             continue
-        _registered.update(canonicals)
+        if written.generation is not None:
+            # A registry row of the symbol was deleted since the last check:
+            # only what this write found or registered is known to be there.
+            known.intersection_update(evaluated.ids if evaluated is not None else ())
+            _checked_generation[symbol] = written.generation
+        known.update(new)
         return written
     raise AssertionError("unreachable")
 
@@ -448,7 +458,6 @@ def _subscribed_conditions(subscribed: list[tuple[str, str]]) -> dict[str, dict]
                 logger.error("registry condition %s skipped: %s", cid, exc)
                 continue
             _registry_canonicals[(cid, config)] = canonical
-            _registered.add(cid)
         canonicals[cid] = canonical
     return canonicals
 

@@ -1,7 +1,7 @@
 """What one pair's evaluation writes, in its one transaction.
 
-The registry's evaluation counters and cache rows, condition triggers (with
-their subscriber counts, trigger counters and outbox rows), alert triggers
+The registry's cache rows, condition triggers (with their subscriber counts,
+the registry's trigger counters and outbox rows), alert triggers
 (with their alerts' last fired bar, `once` transitions and outbox rows), and
 the evaluation cursor.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import struct
 import weakref
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -54,6 +53,9 @@ class Written:
     condition_triggers: int = 0
     alert_triggers: int = 0
     outbox_ids: list[int] = field(default_factory=list)
+    # A new registry generation of the symbol, at which every registry row
+    # written to was found (PostgreSQL; see pair_writes).
+    generation: int | None = None
 
 
 @dataclass
@@ -75,16 +77,23 @@ class RegistryMoved(Exception):
 
 
 @contextmanager
-def pair_writes(now: datetime, symbol: str) -> Iterator[PairWrites]:
+def pair_writes(now: datetime, symbol: str, checked: int | None) -> Iterator[PairWrites]:
     """The writer for this database, inside the caller's transaction, which
-    holds the symbol's write lock from its first statement to its end."""
+    holds the symbol's write lock from its first statement to its end.
+
+    `checked`: the symbol's registry generation at which the caller last
+    found every registry row it knows of; while it is unchanged, none has
+    been deleted, and the registry rows are not looked up again (about
+    100,000 lookups a cycle in `manage.py bench`). Otherwise they are, and
+    `Written.generation` is the new one."""
     if connection.vendor != "postgresql":
         # SQLite has one writer at a time anyway.
         yield PairWrites(now)
         return
     with pipeline():
-        binary_cursor().execute(_LOCK_SYMBOL, [_SYMBOL_LOCKS, symbol_lock_key(symbol)])
-        yield PostgresWrites(now)
+        binary_cursor().execute(_LOCK_SYMBOL, [_SYMBOL_LOCKS, symbol])
+        binary_cursor().execute(_ENSURE_GENERATION, [symbol])
+        yield PostgresWrites(now, checked)
 
 
 # The registry rows an evaluation writes all belong to its symbol (alerts are
@@ -95,15 +104,17 @@ def pair_writes(now: datetime, symbol: str) -> Iterator[PairWrites]:
 # write one at a time, under a transaction-level advisory lock taken before
 # anything else; their rows then have a single writer, in any order. The
 # lock is held for the write only (a few milliseconds), never while candles
-# are fetched or the engine runs.
-_LOCK_SYMBOL = "SELECT pg_advisory_xact_lock(%s, %s)"
+# are fetched or the engine runs. Deleting a registry row takes it too
+# (conditions migration 0007), keyed by the same hash of the symbol.
+_LOCK_SYMBOL = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 _SYMBOL_LOCKS = 0x7464  # the advisory lock namespace of symbols' writes
 
-
-def symbol_lock_key(symbol: str) -> int:
-    """The symbol's key in `_SYMBOL_LOCKS`: a signed 32-bit hash (two symbols
-    sharing one only wait for each other)."""
-    return int.from_bytes(zlib.crc32(symbol.encode()).to_bytes(4), signed=True)
+# Written before the evaluation's statement, under the lock: the symbol's row
+# of registry generations (conditions migration 0007), which a deletion of
+# one of its registry rows moves to a new value.
+_ENSURE_GENERATION = (
+    "INSERT INTO condition_registry_generations (symbol) VALUES (%s) ON CONFLICT DO NOTHING"
+)
 
 
 @contextmanager
@@ -133,15 +144,11 @@ class PairWrites:
         _insert_rows(Condition, rows, ["condition_id"])
 
     def evaluations(self, symbol: str, timeframe: str, bars: EvaluatedBars) -> None:
-        """Count the evaluations, write the cache rows and the triggers of the
-        conditions that held. RegistryMoved when a condition has no registry
-        row."""
+        """Write the cache rows and the triggers of the conditions that held.
+        RegistryMoved when a condition has no registry row."""
         known = set(Condition.objects.filter(pk__in=bars.ids).values_list("pk", flat=True))
         if missing := set(bars.ids) - known:
             raise RegistryMoved(missing)
-        Condition.objects.filter(pk__in=bars.ids).update(
-            last_evaluated_at=self.now, evaluation_count=F("evaluation_count") + len(bars.times)
-        )
         width = len(bars.ids)
         rows = [
             {
@@ -266,8 +273,9 @@ class PostgresWrites(PairWrites):
     """The same writes as statements queued in the connection's pipeline;
     `finish` reads their answers, all sent back together."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, checked: int | None) -> None:
         super().__init__(now)
+        self.checked = checked
         self._evaluations: tuple[psycopg.Cursor, list[str]] | None = None
         self._alert_triggers: list[psycopg.Cursor] = []
 
@@ -278,7 +286,7 @@ class PostgresWrites(PairWrites):
             _STORE_EVALUATIONS,
             {
                 "now": self.now,
-                "bars": len(bars.times),
+                "checked": self.checked,
                 "ids": TextArray.of(bars.ids),
                 "symbol": symbol,
                 "timeframe": timeframe,
@@ -324,10 +332,12 @@ class PostgresWrites(PairWrites):
     def finish(self) -> Written:
         if self._evaluations is not None:
             cursor, ids = self._evaluations
-            counted, triggers, outbox_ids = cursor.fetchone()
-            if counted != len(ids):
-                present = {cid for (cid,) in self._execute(_PRESENT, [ids]).fetchall()}
-                raise RegistryMoved(set(ids) - present)
+            generation, registered, triggers, outbox_ids = cursor.fetchone()
+            if generation != self.checked:
+                if registered != len(ids):
+                    present = {cid for (cid,) in self._execute(_PRESENT, [ids]).fetchall()}
+                    raise RegistryMoved(set(ids) - present)
+                self.written.generation = generation
             self.written.condition_triggers = triggers
             self.written.outbox_ids += outbox_ids
         for cursor in self._alert_triggers:
@@ -446,12 +456,11 @@ class _BinaryArrayDumper(Dumper):
 # channel); a trigger's value is the same without `fired`. The triggers of
 # the conditions that held, with their subscribers counted (active
 # subscriptions, and active alerts, whose links say so: alerts migration
-# 0002), for registered conditions only (a missing row is reported below, not
-# failed on). Then the counters of every condition evaluated, the triggers
-# just inserted looked up in one small JSON object by key (a join could be
-# planned as a scan of the whole registry); the cache rows; an outbox row for
-# each new trigger of a condition with subscriptions. The number of registry rows counted tells whether each
-# condition had one.
+# 0002), for registered conditions only; the trigger counters of their
+# registry rows (no other registry row is written). The cache rows; an outbox
+# row for each new trigger of a condition with subscriptions. Then the
+# symbol's registry generation and, only when it is not the one the caller
+# checked at, how many of the conditions have a registry row.
 _STORE_EVALUATIONS = """
 WITH evaluated AS (
     SELECT v.id, v.candle_time, v.fired, jsonb_build_object(
@@ -477,19 +486,11 @@ WITH evaluated AS (
     WHERE e.fired AND EXISTS (SELECT FROM condition_registry r WHERE r.condition_id = e.id)
     ON CONFLICT (condition_id, candle_time) DO NOTHING
     RETURNING id, condition_id
-), new_triggers AS (
-    SELECT jsonb_object_agg(condition_id, triggers) AS by_id
-    FROM (SELECT condition_id, count(*) AS triggers FROM triggered GROUP BY condition_id) n
-), counted AS (
+), trigger_counters AS (
     UPDATE condition_registry r
-    SET last_evaluated_at = %(now)s,
-        evaluation_count = r.evaluation_count + %(bars)s,
-        trigger_count = r.trigger_count + coalesce((n.by_id ->> r.condition_id)::int, 0),
-        last_triggered_at = CASE WHEN n.by_id ? r.condition_id THEN %(now)s
-                                 ELSE r.last_triggered_at END
-    FROM new_triggers n
-    WHERE r.condition_id = ANY(%(ids)b::varchar[])
-    RETURNING 1
+    SET trigger_count = r.trigger_count + n.triggers, last_triggered_at = %(now)s
+    FROM (SELECT condition_id, count(*) AS triggers FROM triggered GROUP BY condition_id) n
+    WHERE r.condition_id = n.condition_id
 ), stored AS (
     INSERT INTO condition_evaluation_cache
         (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
@@ -505,8 +506,13 @@ WITH evaluated AS (
                   WHERE s.condition_id = t.condition_id AND s.active)
     ON CONFLICT (key) DO NOTHING
     RETURNING id
+), generation AS (
+    SELECT generation FROM condition_registry_generations WHERE symbol = %(symbol)s
 )
-SELECT (SELECT count(*) FROM counted), (SELECT count(*) FROM triggered),
+SELECT (SELECT generation FROM generation),
+    (SELECT count(*) FROM condition_registry r WHERE r.condition_id = ANY(%(ids)b::varchar[])
+        AND (SELECT generation FROM generation) IS DISTINCT FROM %(checked)s::bigint),
+    (SELECT count(*) FROM triggered),
     ARRAY(SELECT id FROM queued ORDER BY id)
 """
 

@@ -38,15 +38,18 @@ class ConditionAdmin(admin.ModelAdmin):
         "condition_type",
         "operator",
         "active_subscribers",
-        "evaluation_count",
         "trigger_count",
-        "last_evaluated_at",
+        "last_evaluated",
         "last_triggered_at",
     )
     list_filter = ("timeframe", "condition_type", "symbol")
     search_fields = ("condition_id", "symbol")
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in Condition._meta.fields] + ["latest_evaluations"]
+    readonly_fields = [f.name for f in Condition._meta.fields] + [
+        "last_evaluated",
+        "evaluation_count",
+        "latest_evaluations",
+    ]
 
     def has_add_permission(self, request):
         # Conditions enter the registry through normalization only.
@@ -59,6 +62,19 @@ class ConditionAdmin(admin.ModelAdmin):
     @admin.display(description="operator")
     def operator(self, obj: Condition) -> str:
         return obj.indicator_config.get("op", "")
+
+    @admin.display(description="last evaluated at", ordering="last_evaluated_at")
+    def last_evaluated(self, obj: Condition):
+        return obj.last_evaluated_at
+
+    @admin.display(description="bars evaluated")
+    def evaluation_count(self, obj: Condition) -> int:
+        # On the page of one condition only: a list would count every cache
+        # row of each condition it shows.
+        return obj.evaluations.count()
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_last_evaluated()
 
     @admin.display(description="subscribers")
     def active_subscribers(self, obj: Condition) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Length
+from django.db.models.functions import Coalesce, Length
 from django.db.models.lookups import Range
 
 from conditions.engine.timeframes import TIMEFRAMES
@@ -21,17 +21,48 @@ def text_format(field: str, characters: str, lengths: tuple[int, int], name: str
     Not written as one `^[...]{n,m}$`: PostgreSQL checks every constraint of
     a row at each update of it, whatever the update changed, and its regex
     engine takes about 6 µs on `^[0-9a-f]{64}$` against 0.3 µs on
-    `^[0-9a-f]+$` with the length checked apart. Registry rows are updated at
-    every bar (their counters): about 100,000 a cycle in `manage.py bench`,
-    where the bounded form cost a second of the database's time."""
+    `^[0-9a-f]+$` with the length checked apart. Alerts are updated each time
+    they fire, registry rows each time they trigger: thousands a cycle in
+    `manage.py bench`."""
     return models.CheckConstraint(
         condition=Q(**{f"{field}__regex": f"^[{characters}]+$"}) & Range(Length(field), lengths),
         name=name,
     )
 
 
+class ConditionQuerySet(models.QuerySet):
+    """Registry rows with what their cache rows tell: the registry row itself
+    is not written at a bar that only evaluates it."""
+
+    def with_last_evaluated(self) -> ConditionQuerySet:
+        """`last_evaluated_at`: when the latest bar it was evaluated at was."""
+        latest = ConditionEvaluation.objects.filter(condition_id=models.OuterRef("pk"))
+        return self.annotate(
+            last_evaluated_at=models.Subquery(
+                latest.order_by("-candle_time").values("evaluated_at")[:1]
+            )
+        )
+
+    def with_evaluations(self) -> ConditionQuerySet:
+        """Also `evaluation_count`: the bars it was evaluated at (each cache
+        row counted: for a page of conditions, not for a whole list)."""
+        rows = ConditionEvaluation.objects.filter(condition_id=models.OuterRef("pk")).order_by()
+        count = rows.values("condition_id").annotate(n=models.Count("*")).values("n")
+        return self.with_last_evaluated().annotate(
+            evaluation_count=Coalesce(
+                models.Subquery(count, output_field=models.BigIntegerField()), 0
+            )
+        )
+
+
 class Condition(models.Model):
-    """A canonical condition (CONDITIONS.md section 2), keyed by its SHA-256 id."""
+    """A canonical condition (CONDITIONS.md section 2), keyed by its SHA-256 id.
+
+    Written when it is registered and when it triggers, never at a bar that
+    only evaluates it: that would be an update of every registry row in use
+    at every bar (about 100,000 a cycle in `manage.py bench`, a fifth of the
+    database's work). Its evaluations are counted from its cache rows
+    (`ConditionQuerySet`)."""
 
     condition_id = models.CharField(max_length=64, primary_key=True)
     condition_type = models.CharField(max_length=32, help_text="kind of the left operand")
@@ -39,10 +70,10 @@ class Condition(models.Model):
     timeframe = models.CharField(max_length=3, choices=TIMEFRAME_CHOICES)
     indicator_config = models.JSONField(help_text="the canonical form")
     created_at = models.DateTimeField(auto_now_add=True)
-    last_evaluated_at = models.DateTimeField(null=True, blank=True)
-    evaluation_count = models.BigIntegerField(default=0)
     last_triggered_at = models.DateTimeField(null=True, blank=True)
     trigger_count = models.BigIntegerField(default=0)
+
+    objects = ConditionQuerySet.as_manager()
 
     class Meta:
         db_table = "condition_registry"
@@ -56,8 +87,7 @@ class Condition(models.Model):
                 name="condition_timeframe_known",
             ),
             models.CheckConstraint(
-                condition=Q(evaluation_count__gte=0, trigger_count__gte=0),
-                name="condition_counts_non_negative",
+                condition=Q(trigger_count__gte=0), name="condition_counts_non_negative"
             ),
         ]
 
@@ -107,12 +137,12 @@ class ConditionEvaluation(models.Model):
     pk = models.CompositePrimaryKey("condition_id", "candle_time")
     # The primary key's index starts with condition_id: a second index on it
     # would only cost every one of the ~100,000 rows a cycle writes. Nor is
-    # there a foreign key constraint: the statement that writes a cycle's rows
-    # first updates the registry row of each of their conditions and checks
-    # that it counted them all, and that update holds those rows locked until
-    # the commit. The constraint would check each row again at the commit, one
-    # query per row: 1.1 s per 104,000 rows, twice the cost of writing them.
-    # Deleting a registry row through the ORM still deletes its cache rows.
+    # there a foreign key constraint: it would check each row again at the
+    # commit, one query per row: 1.1 s per 104,000 rows, twice the cost of
+    # writing them. Instead, on PostgreSQL, deleting a registry row (through
+    # the ORM or in SQL) first waits for its symbol's evaluation writes and
+    # deletes its cache rows, and evaluations notice the deletion (migration
+    # 0007, alerts.evaluation_store). The ORM deletes them on SQLite.
     condition = models.ForeignKey(
         Condition,
         on_delete=models.CASCADE,

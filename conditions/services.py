@@ -32,7 +32,6 @@ def registry_row(canonical: Mapping) -> dict:
         "timeframe": canonical["timeframe"],
         "indicator_config": dict(canonical),
         "created_at": timezone.now(),
-        "evaluation_count": 0,
         "trigger_count": 0,
     }
 
@@ -134,7 +133,7 @@ def end_subscription(*, user, subscription_id: int) -> bool:
 def condition_status(condition_id: str) -> dict | None:
     """A registry row as the status API shows it, with its subscriber count and
     the values of its latest evaluation; None when it is not registered."""
-    condition = Condition.objects.filter(pk=condition_id).first()
+    condition = Condition.objects.with_evaluations().filter(pk=condition_id).first()
     if condition is None:
         return None
     latest = (

@@ -83,9 +83,9 @@ def seed(alerts: Sequence[AlertSpec], links: Links) -> None:
             raw,
             Condition._meta.db_table,
             ("condition_id", "condition_type", "symbol", "timeframe", "indicator_config",
-             "created_at", "evaluation_count", "trigger_count"),
+             "created_at", "trigger_count"),
             ((cid, condition_type(canonical), canonical["symbol"], canonical["timeframe"],
-              canonical_json(canonical), now, 0, 0)
+              canonical_json(canonical), now, 0)
              for cid, canonical in conditions.items()),
         )  # fmt: skip
         _copy(

@@ -216,7 +216,7 @@ def test_status_shows_subscribers_counts_and_the_latest_values(client, user):
             candle_time=datetime(2024, 5, 1, hour, tzinfo=UTC),
             indicator_values={"left": rsi, "right": 30.0, "fired": rsi < 30},
         )
-    Condition.objects.filter(pk=condition_id).update(evaluation_count=2, trigger_count=1)
+    Condition.objects.filter(pk=condition_id).update(trigger_count=1)
 
     # when its status is read
     response = client.get(f"/api/conditions/{condition_id}/status")
@@ -226,6 +226,8 @@ def test_status_shows_subscribers_counts_and_the_latest_values(client, user):
     status = response.json()
     assert status["subscribers"] == 1
     assert status["evaluation_count"] == 2
+    latest = ConditionEvaluation.objects.filter(condition=condition).first()
+    assert status["last_evaluated_at"] == latest.evaluated_at.isoformat().replace("+00:00", "Z")
     assert status["trigger_count"] == 1
     assert status["canonical"]["op"] == "crosses_below"
     assert status["latest_evaluation"]["candle_time"] == "2024-05-01T11:00:00Z"

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from alerts import evaluation, evaluation_store
@@ -42,7 +43,8 @@ def fired_bars(alert: Alert) -> list[int]:
 
 
 def condition_of(alert: Alert) -> Condition:
-    return alert.conditions.get()
+    """The alert's one registry condition, with its evaluations counted."""
+    return Condition.objects.with_evaluations().get(alerts=alert)
 
 
 def test_an_alert_fires_once_per_bar_however_often_its_pair_is_evaluated(
@@ -205,13 +207,39 @@ def test_an_alert_edited_in_sql_after_it_fired_is_evaluated_as_edited(live):
     assert fired_bars(alert) == [bar(-1), bar(0)]
 
 
-def test_a_registry_row_deleted_after_a_worker_wrote_to_it_is_registered_again(live, caplog):
+def delete_in_sql(condition_id: str) -> None:
+    # What an operator's SQL would have to do: nothing refers to it anymore.
+    with connection.cursor() as cursor:
+        for table in ("condition_triggers", "alerts_alert_conditions", "condition_registry"):
+            cursor.execute(f"DELETE FROM {table} WHERE condition_id = %s", [condition_id])
+
+
+def empty_the_registry(condition_id: str) -> None:
+    with connection.cursor() as cursor:
+        # The test's transaction still holds deferred foreign key checks.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("TRUNCATE condition_registry CASCADE")
+
+
+REMOVALS = {
+    "through the ORM": lambda cid: Condition.objects.filter(pk=cid).delete(),
+    "in SQL": delete_in_sql,
+    "by emptying the registry": empty_the_registry,
+}
+
+
+@pytest.mark.parametrize("removal", REMOVALS)
+def test_a_registry_row_deleted_after_a_worker_wrote_to_it_is_registered_again(
+    live, caplog, removal
+):
     # A worker remembers which conditions the registry holds, so as not to ask
-    # every bar; an operator deleting one must not make its evaluation fail.
+    # every bar; an operator deleting one, however, must not make its
+    # evaluation fail, nor leave cache rows of a condition that is gone.
     alert = RegisteredAlertFactory()
     condition = condition_of(alert)
     evaluate_ethbtc()
-    Condition.objects.filter(pk=condition.pk).delete()
+    assert ConditionEvaluation.objects.filter(condition_id=condition.pk).exists()
+    REMOVALS[removal](condition.pk)
     assert not ConditionEvaluation.objects.filter(condition_id=condition.pk).exists()
     live.advance(FIVE_MINUTES)
 
@@ -219,24 +247,68 @@ def test_a_registry_row_deleted_after_a_worker_wrote_to_it_is_registered_again(l
         report = evaluate_ethbtc()
 
     assert "registering them again" in caplog.text
-    registered = Condition.objects.get(pk=condition.pk)
-    assert registered.evaluation_count == 1
-    assert registered.trigger_count == 1
+    registered = Condition.objects.with_evaluations().get(pk=condition.pk)
+    assert (registered.evaluation_count, registered.trigger_count) == (1, 1)
     cached = ConditionEvaluation.objects.filter(condition=registered)
     assert [int(row.candle_time.timestamp() * 1000) for row in cached] == [bar(0)]
     assert report.condition_triggers == 1
     assert fired_bars(alert) == [bar(-1), bar(0)]
 
 
+def test_a_condition_deleted_on_another_pair_of_its_symbol_is_registered_again(live, caplog):
+    # The 15m pair finds that a registry row of ETHBTC is gone; the worker
+    # must not go on trusting the 5m pair's rows either, which it has not
+    # looked up since.
+    five = RegisteredAlertFactory()
+    fifteen = RegisteredAlertFactory(
+        base_timeframe="15m",
+        condition_config={
+            "conditions": [{"type": "price", "operator": ">", "compareValue": 0.0002}]
+        },
+    )
+    evaluate_ethbtc()
+    evaluation.evaluate_symbol("ETHBTC", "15m")
+    gone = condition_of(five).pk
+    Condition.objects.filter(pk=gone).delete()
+    live.advance(FIVE_MINUTES)
+    # ETHBTC 15m has no new bar yet, but its write looks the registry up.
+    evaluation.evaluate_symbol("ETHBTC", "15m")
+    assert not Condition.objects.filter(pk=gone).exists()
+
+    with caplog.at_level(logging.WARNING, logger="alerts.evaluation"):
+        report = evaluate_ethbtc()
+
+    assert "registering them again" in caplog.text
+    assert report.condition_triggers == 1
+    assert Condition.objects.with_evaluations().get(pk=gone).evaluation_count == 1
+    assert condition_of(fifteen).evaluation_count == 1
+
+
+def test_deleting_a_condition_waits_for_its_symbols_evaluation_write(live):
+    # Its cache rows have no foreign key: a deletion that did not wait could
+    # leave rows an evaluation was writing.
+    condition = condition_of(RegisteredAlertFactory())
+    with postgres_session() as other:
+        other.execute(evaluation_store._LOCK_SYMBOL, [evaluation_store._SYMBOL_LOCKS, "ETHBTC"])
+        release = threading.Timer(1.0, other.commit)
+        release.start()
+        started = time.monotonic()
+        Condition.objects.filter(pk=condition.pk).delete()
+        waited = time.monotonic() - started
+        release.join()
+
+    assert waited >= 1.0, "the condition was deleted while ETHBTC's write lock was held"
+    assert not Condition.objects.filter(pk=condition.pk).exists()
+
+
 def test_a_pairs_write_waits_for_another_write_of_its_symbol_then_lands_whole(live):
     # A symbol's pairs share registry rows (a 4h condition in 5m alerts); their
     # writes take the symbol's lock, so they queue instead of deadlocking.
     alert = RegisteredAlertFactory()
-    condition = condition_of(alert)
     with postgres_session() as other:
         other.execute(
-            "SELECT pg_advisory_xact_lock(%s, %s)",
-            [evaluation_store._SYMBOL_LOCKS, evaluation_store.symbol_lock_key("ETHBTC")],
+            evaluation_store._LOCK_SYMBOL,
+            [evaluation_store._SYMBOL_LOCKS, "ETHBTC"],
         )
         release = threading.Timer(1.0, other.commit)
         release.start()
@@ -248,11 +320,11 @@ def test_a_pairs_write_waits_for_another_write_of_its_symbol_then_lands_whole(li
     assert waited >= 1.0, "the evaluation wrote while another writer held ETHBTC's lock"
     assert report.condition_triggers == 1
     assert fired_bars(alert) == [bar(-1)]
-    condition.refresh_from_db()
+    condition = condition_of(alert)
     assert (condition.evaluation_count, condition.trigger_count) == (1, 1)
 
 
-def test_counting_a_bar_again_counts_its_evaluation_but_not_its_trigger_twice(live):
+def test_evaluating_a_bar_again_counts_neither_its_evaluation_nor_its_trigger_twice(live):
     alert = RegisteredAlertFactory()
     evaluate_ethbtc()
     # As if a second worker had read the cursor before the first one moved it.
@@ -262,7 +334,7 @@ def test_counting_a_bar_again_counts_its_evaluation_but_not_its_trigger_twice(li
 
     assert report.condition_triggers == 0
     condition = condition_of(alert)
-    assert (condition.evaluation_count, condition.trigger_count) == (2, 1)
+    assert (condition.evaluation_count, condition.trigger_count) == (1, 1)
     assert ConditionTrigger.objects.filter(condition=condition).count() == 1
     assert fired_bars(alert) == [bar(-1)]
 
@@ -348,12 +420,11 @@ def test_each_condition_is_evaluated_once_per_bar_into_the_cache_and_counted_in_
         assert [int(r.candle_time.timestamp() * 1000) for r in rows] == bars
         assert all(r.indicator_values["fired"] is True for r in rows)
         assert all(r.indicator_values["left"] is not None for r in rows)
-        condition.refresh_from_db()
         triggers = ConditionTrigger.objects.filter(condition=condition).count()
         assert triggers == len(bars)
         assert condition.evaluation_count == len(bars)
         assert condition.trigger_count == triggers
-        assert condition.last_evaluated_at is not None
+        assert condition.last_evaluated_at == rows.last().evaluated_at
         assert condition.last_triggered_at is not None
 
     seen = metrics.snapshot()
