@@ -158,8 +158,12 @@ class ConditionStatusSerializer(serializers.Serializer):
     canonical = serializers.JSONField()
     subscribers = serializers.IntegerField(help_text="active bot subscriptions plus active alerts")
     created_at = serializers.DateTimeField()
-    last_evaluated_at = serializers.DateTimeField(allow_null=True)
+    last_evaluated_at = serializers.DateTimeField(
+        allow_null=True, help_text="when its latest evaluated bar was evaluated"
+    )
     last_triggered_at = serializers.DateTimeField(allow_null=True)
-    evaluation_count = serializers.IntegerField()
+    evaluation_count = serializers.IntegerField(
+        help_text="the closed bars it was evaluated at, each counted once"
+    )
     trigger_count = serializers.IntegerField()
     latest_evaluation = LatestEvaluationSerializer(allow_null=True)
