@@ -36,23 +36,26 @@ class ConditionQuerySet(models.QuerySet):
 
     def with_last_evaluated(self) -> ConditionQuerySet:
         """`last_evaluated_at`: when the latest bar it was evaluated at was."""
-        latest = ConditionEvaluation.objects.filter(condition_id=models.OuterRef("pk"))
+        latest = _cache_rows().order_by("-candle_time").values("evaluated_at")[:1]
+        return self.annotate(last_evaluated_at=models.Subquery(latest))
+
+    def with_evaluation_count(self) -> ConditionQuerySet:
+        """`evaluation_count`: the bars it was evaluated at (each cache row
+        counted: for a page of conditions, not for a whole list)."""
+        count = _cache_rows().order_by().values("condition_id").annotate(n=models.Count("*"))
         return self.annotate(
-            last_evaluated_at=models.Subquery(
-                latest.order_by("-candle_time").values("evaluated_at")[:1]
+            evaluation_count=Coalesce(
+                models.Subquery(count.values("n"), output_field=models.BigIntegerField()), 0
             )
         )
 
     def with_evaluations(self) -> ConditionQuerySet:
-        """Also `evaluation_count`: the bars it was evaluated at (each cache
-        row counted: for a page of conditions, not for a whole list)."""
-        rows = ConditionEvaluation.objects.filter(condition_id=models.OuterRef("pk")).order_by()
-        count = rows.values("condition_id").annotate(n=models.Count("*")).values("n")
-        return self.with_last_evaluated().annotate(
-            evaluation_count=Coalesce(
-                models.Subquery(count, output_field=models.BigIntegerField()), 0
-            )
-        )
+        return self.with_last_evaluated().with_evaluation_count()
+
+
+def _cache_rows() -> models.QuerySet:
+    """The cache rows of the registry row a subquery is annotated on."""
+    return ConditionEvaluation.objects.filter(condition_id=models.OuterRef("pk"))
 
 
 class Condition(models.Model):

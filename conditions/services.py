@@ -133,7 +133,7 @@ def end_subscription(*, user, subscription_id: int) -> bool:
 def condition_status(condition_id: str) -> dict | None:
     """A registry row as the status API shows it, with its subscriber count and
     the values of its latest evaluation; None when it is not registered."""
-    condition = Condition.objects.with_evaluations().filter(pk=condition_id).first()
+    condition = Condition.objects.with_evaluation_count().filter(pk=condition_id).first()
     if condition is None:
         return None
     latest = (
@@ -150,7 +150,7 @@ def condition_status(condition_id: str) -> dict | None:
         "canonical": condition.indicator_config,
         "subscribers": sum(subscriber_counts([condition_id])[condition_id]),
         "created_at": condition.created_at,
-        "last_evaluated_at": condition.last_evaluated_at,
+        "last_evaluated_at": latest["evaluated_at"] if latest else None,
         "last_triggered_at": condition.last_triggered_at,
         "evaluation_count": condition.evaluation_count,
         "trigger_count": condition.trigger_count,
