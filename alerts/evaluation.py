@@ -120,15 +120,20 @@ class _PairState:
     subscribed: list[tuple[str, str]]
     last_bar: datetime | None  # where the pair's evaluation cursor is
     trailing: bool  # open deals whose take profit trails: they need every bar
+    # PostgreSQL: the pair's alert generation (alerts migration 0005) these
+    # alerts are at; None when the pair has none, and on SQLite.
+    generation: int | None = None
 
 
 # What a worker process keeps between evaluations, only ever as a cache: per
-# pair, its compiled plan and alert batch, and its alerts' playbooks; per
+# pair, its compiled plan and alert batch, its alerts' playbooks, and (on
+# PostgreSQL) its alert rows with the generation they are at; per
 # symbol, the registry conditions known to have a row and (on PostgreSQL) the
 # registry generation at which they were found (evaluation_store.pair_writes);
 # the canonical forms of the registry rows subscriptions read.
 _evaluators: dict[tuple[str, str, bool], PairEvaluator] = {}
 _remembered: dict[tuple[str, str], dict[int, _Remembered]] = {}
+_pair_alerts: dict[tuple[str, str], tuple[int, dict[int, tuple]]] = {}
 _registered: dict[str, set[str]] = {}
 _checked_generation: dict[str, int] = {}
 _registry_canonicals: dict[tuple[str, str], dict] = {}
@@ -153,7 +158,7 @@ def evaluate_symbol(
     now = timezone.now()
 
     state = _read_pair(symbol, timeframe)
-    playbooks = _active_playbooks(symbol, timeframe, state.alerts, forming, now, report)
+    playbooks = _active_playbooks(symbol, timeframe, state, forming, now, report)
     canonicals = {} if forming else _subscribed_conditions(state.subscribed)
     for _, remembered in playbooks.values():
         canonicals.update(remembered.playbook.canonicals)
@@ -191,6 +196,11 @@ def evaluate_symbol(
     # The bar still forming is not the registry's: no cache rows, no triggers.
     stored = None if forming or not bars else evaluated
     written = _write(symbol, timeframe, canonicals, stored, firings, now, dispatch)
+    if written.inactive_alerts:
+        # The process's copy of the pair's alerts is older than their rows.
+        _pair_alerts.pop((symbol, timeframe), None)
+    elif firings.last_fired:
+        transaction.on_commit(partial(_remember_fired, symbol, timeframe, firings))
     report.condition_triggers = written.condition_triggers
     report.alert_triggers = written.alert_triggers
     report.outbox_ids = written.outbox_ids
@@ -302,11 +312,23 @@ def _read_pair(symbol: str, timeframe: str) -> _PairState:
     )
 
 
+# The pair's alert generation, in a row of its own (id NULL), then its
+# active alerts, unless the process has them at that generation already: one
+# statement, one snapshot, so the rows are at the generation given.
 _READ_ALERTS = """
+WITH pair AS (
+    SELECT generation FROM alert_pair_generations WHERE symbol = %(symbol)s AND timeframe = %(tf)s
+)
+SELECT NULL::bigint, NULL::varchar, NULL::timestamptz, NULL::timestamptz,
+    (SELECT generation FROM pair), NULL::text
+UNION ALL
 SELECT a.id, a.fire_mode, a.last_fired_bar, a.expires_at, a.xmin::text::bigint,
     CASE WHEN k.version IS DISTINCT FROM a.xmin::text::bigint THEN a.condition_config::text END
-FROM alerts_alert a LEFT JOIN unnest(%b::bigint[], %b::bigint[]) AS k(id, version) ON k.id = a.id
-WHERE a.symbol = %s AND a.base_timeframe = %s AND a.status = %s
+FROM alerts_alert a LEFT JOIN unnest(%(ids)b::bigint[], %(versions)b::bigint[]) AS k(id, version)
+    ON k.id = a.id
+WHERE a.symbol = %(symbol)s AND a.base_timeframe = %(tf)s AND a.status = %(active)s
+    AND (%(known)s::bigint IS NULL
+         OR %(known)s::bigint IS DISTINCT FROM (SELECT generation FROM pair))
 """
 _READ_SUBSCRIBED = """
 SELECT r.condition_id, r.indicator_config::text FROM condition_registry r
@@ -326,12 +348,14 @@ SELECT EXISTS (SELECT 1 FROM bots_deal d JOIN bots_bot b ON b.id = d.bot_id
 def _read_pair_postgres(
     symbol: str, timeframe: str, remembered: dict[int, _Remembered]
 ) -> _PairState:
-    """_read_pair's queries in one pipeline. The row version is the row's
-    xmin, which any update of it moves (by the API, an operator's SQL, a
-    migration), free to read: the content is sent only for the alerts whose
-    version is not the one remembered."""
+    """_read_pair's queries in one pipeline. The alerts are read only when
+    the pair's alert generation moved since the process last read them (see
+    alerts migration 0005); then the content is sent only for the alerts
+    whose row version (its xmin, which any update of the row moves, free to
+    read) is not the one remembered."""
     from bots.models import Deal
 
+    cached = _pair_alerts.get((symbol, timeframe))
     count = len(remembered)
     ids = np.fromiter(remembered, dtype=np.int64, count=count)
     versions = np.fromiter((known.seen[1] for known in remembered.values()), np.int64, count)
@@ -339,30 +363,36 @@ def _read_pair_postgres(
         alerts, subscribed, cursor, trailing = (binary_cursor() for _ in range(4))
         alerts.execute(
             _READ_ALERTS,
-            [
-                Int8Array.of(ids, count),
-                Int8Array.of(versions, count),
-                symbol,
-                timeframe,
-                Alert.Status.ACTIVE,
-            ],
+            {
+                "symbol": symbol,
+                "tf": timeframe,
+                "ids": Int8Array.of(ids, count),
+                "versions": Int8Array.of(versions, count),
+                "active": Alert.Status.ACTIVE,
+                "known": cached[0] if cached else None,
+            },
         )
         subscribed.execute(_READ_SUBSCRIBED, [symbol, timeframe])
         cursor.execute(_READ_CURSOR, [symbol, timeframe])
         trailing.execute(_READ_TRAILING, [Deal.State.OPEN, symbol, timeframe])
+        rows = alerts.fetchall()
+        subscribed_rows = subscribed.fetchall()
         last_bar = cursor.fetchone()
-        return _PairState(
-            alerts.fetchall(),
-            subscribed.fetchall(),
-            last_bar[0] if last_bar else None,
-            trailing.fetchone()[0],
-        )
+        trails = trailing.fetchone()[0]
+    (generation,) = (row[4] for row in rows if row[0] is None)
+    if cached and generation == cached[0]:
+        active = list(cached[1].values())
+    else:
+        active = [row for row in rows if row[0] is not None]
+    return _PairState(
+        active, subscribed_rows, last_bar[0] if last_bar else None, trails, generation
+    )
 
 
 def _active_playbooks(
     symbol: str,
     timeframe: str,
-    rows: list[tuple],
+    state: _PairState,
     forming: bool,
     now: datetime,
     report: EvaluationReport,
@@ -373,12 +403,15 @@ def _active_playbooks(
     An alert is parsed only when its stored content differs from what its
     remembered playbook was made from: a new row version with the same content
     (the row was updated for last_fired_bar) keeps its playbook. An alert that
-    cannot be evaluated is skipped and reported."""
+    cannot be evaluated is skipped and reported, at every evaluation.
+
+    On PostgreSQL the rows are kept with their generation, the content only of
+    those skipped: read again, they are parsed again."""
     remembered = _remembered.get((symbol, timeframe), {})
     kept: dict[int, _Remembered] = {}
     playbooks = {}
     expired = []
-    for pk, fire_mode, last_fired_bar, expires_at, version, stored in rows:
+    for pk, fire_mode, last_fired_bar, expires_at, version, stored in state.alerts:
         # expires_at is the user's deadline on the wall clock, as the API
         # checks it; the exchange's clock decides bars, not deadlines.
         if expires_at is not None and expires_at <= now:
@@ -397,11 +430,50 @@ def _active_playbooks(
         if not forming or fire_mode == Alert.FireMode.PER_BAR:
             playbooks[pk] = (_AlertRow(pk, fire_mode, last_fired_bar), known)
     _remembered[(symbol, timeframe)] = kept
+    if state.generation is None:
+        _pair_alerts.pop((symbol, timeframe), None)
+    else:
+        _pair_alerts[(symbol, timeframe)] = (
+            state.generation,
+            {row[0]: (*row[:5], None if row[0] in kept else row[5]) for row in state.alerts},
+        )
     if expired:
         report.expired_alerts = Alert.objects.filter(
             pk__in=expired, status=Alert.Status.ACTIVE
         ).update(status=Alert.Status.EXPIRED, updated_at=now)
+        # Expiring does not move the pair's generation: the process forgets
+        # them itself (all of the pair's rows when some were not active).
+        cached = _pair_alerts.get((symbol, timeframe))
+        if report.expired_alerts < len(expired):
+            _pair_alerts.pop((symbol, timeframe), None)
+        elif cached is not None:
+            for pk in expired:
+                cached[1].pop(pk, None)
     return playbooks
+
+
+def _remember_fired(symbol: str, timeframe: str, firings: AlertFirings) -> None:
+    """After the commit, in the rows the process keeps of the pair's alerts:
+    the bars they last fired at, and `once` alerts gone (now triggered).
+
+    Neither moves the pair's generation (alerts migration 0005), so another
+    process may hold older rows. An older last fired bar only lets it decide
+    to fire at a bar that already has the alert's trigger (a closed bar that
+    fired while forming, or the forming bar again), and the trigger's
+    uniqueness per alert and bar writes nothing then; bars before the pair's
+    cursor, read at every evaluation, are never evaluated again. An alert no
+    longer active gets no trigger at all (evaluation_store), and the process
+    that tried reads the pair's alerts again."""
+    cached = _pair_alerts.get((symbol, timeframe))
+    if cached is None:
+        return
+    rows = cached[1]
+    for pk, bar in firings.last_fired.items():
+        row = rows.get(pk)
+        if row is not None:
+            rows[pk] = (row[0], row[1], bar, *row[3:])
+    for pk in firings.once:
+        rows.pop(pk, None)
 
 
 def _parse(

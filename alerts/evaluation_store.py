@@ -52,6 +52,9 @@ class EvaluatedBars(SeriesColumns):
 class Written:
     condition_triggers: int = 0
     alert_triggers: int = 0
+    # Alerts that fired in the evaluation but were no longer active: nothing
+    # was written for them, and the pair's alerts must be read again.
+    inactive_alerts: int = 0
     outbox_ids: list[int] = field(default_factory=list)
     # A new registry generation of the symbol, at which every registry row
     # written to was found (PostgreSQL; see pair_writes).
@@ -209,20 +212,29 @@ class PairWrites:
 
     def alert_triggers(self, firings: AlertFirings) -> None:
         """The alert triggers not written yet, each alert's last fired bar,
-        `once` alerts moved to triggered, and an outbox row per new trigger."""
+        `once` alerts moved to triggered, and an outbox row per new trigger;
+        for alerts still active only (`Written.inactive_alerts` counts the others)."""
         if not firings.rows:
             return
+        active = set(
+            Alert.objects.filter(pk__in=firings.last_fired, status=Alert.Status.ACTIVE).values_list(
+                "pk", flat=True
+            )
+        )
+        self.written.inactive_alerts = len(firings.last_fired) - len(active)
+        rows = [row for row in firings.rows if row["alert_id"] in active]
         inserted = _insert_rows(
-            AlertTrigger, firings.rows, ["alert", "bar_open_time"], returning=("id", "alert")
+            AlertTrigger, rows, ["alert", "bar_open_time"], returning=("id", "alert")
         )
         # One update per bar fired at (usually one), not one per alert.
         by_bar: dict[datetime, list[int]] = {}
         for alert_id, bar in firings.last_fired.items():
-            by_bar.setdefault(bar, []).append(alert_id)
+            if alert_id in active:
+                by_bar.setdefault(bar, []).append(alert_id)
         for bar, alert_ids in by_bar.items():
             Alert.objects.filter(pk__in=alert_ids).update(last_fired_bar=bar)
-        if firings.once:
-            Alert.objects.filter(pk__in=firings.once, status=Alert.Status.ACTIVE).update(
+        if once := [alert_id for alert_id in firings.once if alert_id in active]:
+            Alert.objects.filter(pk__in=once).update(
                 status=Alert.Status.TRIGGERED, updated_at=self.now
             )
         self.written.alert_triggers = len(inserted)
@@ -306,23 +318,26 @@ class PostgresWrites(PairWrites):
         if not firings.rows:
             return
         once = set(firings.once)
-        active, triggered = Alert.Status.ACTIVE, Alert.Status.TRIGGERED
+        fired = len(firings.rows)
+        alerts = len(firings.last_fired)
         cursor = self._execute(
             _STORE_ALERT_TRIGGERS,
-            [
-                self.now,
-                [row["alert_id"] for row in firings.rows],
-                [row["bar_open_time"] for row in firings.rows],
-                [json.dumps(row["snapshot"]) for row in firings.rows],
-                active,
-                triggered,
-                active,
-                self.now,
-                list(firings.last_fired),
-                list(firings.last_fired.values()),
-                [alert_id in once for alert_id in firings.last_fired],
-                self.now,
-            ],
+            {
+                "now": self.now,
+                "alert_ids": Int8Array.of([row["alert_id"] for row in firings.rows], fired),
+                "bars": TimestamptzArray.of(
+                    [_pg_microseconds(row["bar_open_time"]) for row in firings.rows], fired
+                ),
+                # One JSON array, its elements in the order of the rows.
+                "snapshots": json.dumps([row["snapshot"] for row in firings.rows]),
+                "active": Alert.Status.ACTIVE,
+                "triggered": Alert.Status.TRIGGERED,
+                "fired_ids": Int8Array.of(list(firings.last_fired), alerts),
+                "last_bars": TimestamptzArray.of(
+                    [_pg_microseconds(bar) for bar in firings.last_fired.values()], alerts
+                ),
+                "once": BoolArray.of([alert_id in once for alert_id in firings.last_fired], alerts),
+            },
         )
         self._alert_triggers.append(cursor)
 
@@ -341,8 +356,9 @@ class PostgresWrites(PairWrites):
             self.written.condition_triggers = triggers
             self.written.outbox_ids += outbox_ids
         for cursor in self._alert_triggers:
-            count, outbox_ids = cursor.fetchone()
+            count, inactive, outbox_ids = cursor.fetchone()
             self.written.alert_triggers = count
+            self.written.inactive_alerts = inactive
             self.written.outbox_ids += outbox_ids
         return self.written
 
@@ -518,30 +534,42 @@ SELECT (SELECT generation FROM generation),
 
 _PRESENT = "SELECT condition_id FROM condition_registry WHERE condition_id = ANY(%s)"
 
-# Alert triggers, last fired bars, `once` transitions and outbox rows in one.
+# Alert triggers, last fired bars, `once` transitions and outbox rows in one,
+# for the alerts still active: a worker's copy of a pair's alerts can be
+# older than a `once` alert's firing or an expiry (alerts migration 0005), and
+# the database, not that copy, decides. Then how many alerts were not active.
 _STORE_ALERT_TRIGGERS = """
-WITH inserted AS (
+WITH active AS (
+    SELECT a.id FROM alerts_alert a
+    WHERE a.id = ANY(%(fired_ids)b::bigint[]) AND a.status = %(active)s
+), inserted AS (
     INSERT INTO alerts_alerttrigger (alert_id, bar_open_time, fired_at, snapshot)
-    SELECT v.alert_id, v.bar_open_time, %s, v.snapshot
-    FROM unnest(%b::bigint[], %b::timestamptz[], %b::jsonb[]) AS v(alert_id, bar_open_time, snapshot)
+    SELECT v.alert_id, v.bar_open_time, %(now)s, v.snapshot
+    FROM ROWS FROM (unnest(%(alert_ids)b::bigint[]), unnest(%(bars)b::timestamptz[]),
+                    jsonb_array_elements(%(snapshots)s::jsonb))
+        AS v(alert_id, bar_open_time, snapshot)
+    WHERE v.alert_id IN (SELECT id FROM active)
     ON CONFLICT (alert_id, bar_open_time) DO NOTHING
     RETURNING id
 ), fired AS (
     UPDATE alerts_alert a
     SET last_fired_bar = f.bar_open_time,
-        status = CASE WHEN f.once AND a.status = %s THEN %s ELSE a.status END,
-        updated_at = CASE WHEN f.once AND a.status = %s THEN %s ELSE a.updated_at END
-    FROM unnest(%b::bigint[], %b::timestamptz[], %b::bool[]) AS f(id, bar_open_time, once)
-    WHERE a.id = f.id
+        status = CASE WHEN f.once AND a.status = %(active)s THEN %(triggered)s ELSE a.status END,
+        updated_at = CASE WHEN f.once AND a.status = %(active)s THEN %(now)s ELSE a.updated_at END
+    FROM unnest(%(fired_ids)b::bigint[], %(last_bars)b::timestamptz[], %(once)b::bool[])
+        AS f(id, bar_open_time, once)
+    WHERE a.id = f.id AND a.id IN (SELECT id FROM active)
 ), queued AS (
     INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
     SELECT 'alert_trigger', 'alert_trigger:' || id, jsonb_build_object('alert_trigger_id', id),
-        %s, 0, ''
+        %(now)s, 0, ''
     FROM inserted
     ON CONFLICT (key) DO NOTHING
     RETURNING id
 )
-SELECT (SELECT count(*) FROM inserted), ARRAY(SELECT id FROM queued ORDER BY id)
+SELECT (SELECT count(*) FROM inserted),
+    cardinality(%(fired_ids)b::bigint[]) - (SELECT count(*) FROM active),
+    ARRAY(SELECT id FROM queued ORDER BY id)
 """
 
 _MOVE_CURSOR = """

@@ -17,6 +17,8 @@ On SQLite (the embedded default) the count joins the alerts, as before.
 
 from django.db import migrations
 
+from tradeeon.migration_sql import on_postgresql
+
 FORWARD = """
 ALTER TABLE alerts_alert_conditions ADD COLUMN active boolean NOT NULL DEFAULT false;
 
@@ -57,13 +59,6 @@ DROP INDEX alert_condition_active;
 ALTER TABLE alerts_alert_conditions DROP COLUMN active;
 """
 
-
-def on_postgresql(sql: str):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql)
-
-    return run
 
 
 class Migration(migrations.Migration):

@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from tradeeon.migration_sql import on_postgresql
+
 # PostgreSQL only (SQLite's single writer needs none of it; its evaluations
 # check every registry row they write to). Registry rows are no longer
 # written at every bar, so an evaluation cannot learn from that write that one
@@ -50,13 +52,6 @@ DROP TABLE condition_registry_generations;
 DROP SEQUENCE condition_registry_generation;
 """
 
-
-def on_postgresql(sql):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql)
-
-    return run
 
 
 class Migration(migrations.Migration):

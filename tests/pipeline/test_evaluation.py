@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -13,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from alerts import evaluation, evaluation_store
-from alerts.models import Alert, AlertTrigger, Notification
+from alerts.models import Alert, AlertTrigger, Notification, OutboxMessage
 from conditions import metrics
 from conditions.engine.plan import EvaluationPlan
 from conditions.models import Condition, ConditionEvaluation, ConditionTrigger, EvaluationCursor
@@ -205,6 +207,139 @@ def test_an_alert_edited_in_sql_after_it_fired_is_evaluated_as_edited(live):
 
     assert report.skipped_alerts == []
     assert fired_bars(alert) == [bar(-1), bar(0)]
+
+
+def pair_generation(symbol: str = "ETHBTC", timeframe: str = "5m") -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generation FROM alert_pair_generations WHERE symbol = %s AND timeframe = %s",
+            [symbol, timeframe],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+ALERT_CHANGES = {
+    "its conditions": ("condition_config", '{"mode": "simple", "conditions": []}'),
+    "its status": ("status", "paused"),
+    "its fire mode": ("fire_mode", "once"),
+    "its expiry": ("expires_at", "2099-01-01T00:00:00Z"),
+}
+
+
+@pytest.mark.parametrize("change", ALERT_CHANGES)
+def test_a_change_evaluation_reads_moves_the_pairs_alert_generation_and_firing_does_not(
+    live, change
+):
+    alert = RegisteredAlertFactory()
+    once = RegisteredAlertFactory(fire_mode=Alert.FireMode.ONCE)
+    created = pair_generation()
+    assert created is not None
+    evaluate_ethbtc()
+    # Firing wrote the alerts' last fired bar and moved the `once` one to
+    # triggered: what evaluation writes does not make it read them again.
+    assert Alert.objects.get(pk=alert.pk).last_fired_bar is not None
+    assert Alert.objects.get(pk=once.pk).status == Alert.Status.TRIGGERED
+    Alert.objects.filter(pk=alert.pk).update(name="renamed")
+    assert pair_generation() == created
+
+    column, value = ALERT_CHANGES[change]
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE alerts_alert SET {column} = %s WHERE id = %s", [value, alert.pk])
+    assert pair_generation() > created
+
+
+def test_an_alert_moved_to_another_symbol_moves_both_pairs(live):
+    alert = RegisteredAlertFactory()
+    RegisteredAlertFactory(symbol="BTCUSDT")
+    before = pair_generation(), pair_generation("BTCUSDT")
+
+    Alert.objects.filter(pk=alert.pk).update(symbol="BTCUSDT")
+
+    assert pair_generation() > before[0]
+    assert pair_generation("BTCUSDT") > before[1]
+
+
+def test_alerts_added_and_deleted_between_bars_are_seen_at_the_next_one(live):
+    kept = RegisteredAlertFactory()
+    deleted = RegisteredAlertFactory()
+    evaluate_ethbtc()
+    assert fired_bars(deleted) == [bar(-1)]
+
+    added = RegisteredAlertFactory()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM alerts_alerttrigger WHERE alert_id = %s", [deleted.pk])
+        cursor.execute("DELETE FROM alerts_alert_conditions WHERE alert_id = %s", [deleted.pk])
+        cursor.execute("DELETE FROM alerts_alert WHERE id = %s", [deleted.pk])
+    live.advance(FIVE_MINUTES)
+    report = evaluate_ethbtc()
+
+    assert fired_bars(kept) == [bar(-1), bar(0)]
+    assert fired_bars(added) == [bar(0)]
+    assert report.alert_triggers == 2
+
+
+def test_alerts_emptied_by_truncate_are_not_evaluated_any_more(live):
+    RegisteredAlertFactory()
+    evaluate_ethbtc()
+    with connection.cursor() as cursor:
+        # The test's transaction still holds deferred foreign key checks.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("TRUNCATE alerts_alert CASCADE")
+    assert pair_generation() is None
+    live.advance(FIVE_MINUTES)
+
+    report = evaluate_ethbtc()
+
+    assert report.alert_triggers == 0
+    assert not AlertTrigger.objects.exists()
+
+
+@contextmanager
+def another_worker() -> Iterator[None]:
+    """What runs inside, runs as a worker process that has not evaluated
+    anything yet: this process's memory of pairs is put aside meanwhile."""
+    kept = {name: getattr(evaluation, name).copy() for name in WORKER_MEMORY}
+    for name in WORKER_MEMORY:
+        getattr(evaluation, name).clear()
+    try:
+        yield
+    finally:
+        for name, memory in kept.items():
+            getattr(evaluation, name).clear()
+            getattr(evaluation, name).update(memory)
+
+
+WORKER_MEMORY = (
+    "_evaluators",
+    "_remembered",
+    "_pair_alerts",
+    "_registered",
+    "_checked_generation",
+    "_registry_canonicals",
+)
+
+
+def test_a_worker_unaware_of_a_bar_fired_elsewhere_does_not_fire_it_again(live):
+    alert = RegisteredAlertFactory(fire_mode=Alert.FireMode.PER_BAR)
+    # This worker knows the alert from the closed bar before.
+    evaluate_ethbtc()
+    assert fired_bars(alert) == [bar(-1)]
+
+    # Another worker fires it on the forming bar: firing does not move the
+    # pair's alert generation, so this one keeps its older last fired bar.
+    with another_worker():
+        evaluate_ethbtc(forming=True)
+    assert fired_bars(alert) == [bar(-1), bar(0)]
+
+    time.sleep(FORMING_MEMORY_S)
+    forming = evaluate_ethbtc(forming=True)
+    live.advance(FIVE_MINUTES)
+    closed = evaluate_ethbtc()
+
+    assert forming.alert_triggers == closed.alert_triggers == 0
+    assert fired_bars(alert) == [bar(-1), bar(0)]
+    assert OutboxMessage.objects.filter(topic="alert_trigger").count() == 2
 
 
 def delete_in_sql(condition_id: str) -> None:
