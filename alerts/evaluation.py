@@ -123,6 +123,8 @@ class _PairState:
     # PostgreSQL: the pair's alert generation (alerts migration 0005) these
     # alerts are at; None when the pair has none, and on SQLite.
     generation: int | None = None
+    # Whether the alerts were read now, not taken from the process's copy.
+    read: bool = True
 
 
 # What a worker process keeps between evaluations, only ever as a cache: per
@@ -380,12 +382,13 @@ def _read_pair_postgres(
         last_bar = cursor.fetchone()
         trails = trailing.fetchone()[0]
     (generation,) = (row[4] for row in rows if row[0] is None)
-    if cached and generation == cached[0]:
-        active = list(cached[1].values())
-    else:
+    read = not (cached and generation == cached[0])
+    if read:
         active = [row for row in rows if row[0] is not None]
+    else:
+        active = list(cached[1].values())
     return _PairState(
-        active, subscribed_rows, last_bar[0] if last_bar else None, trails, generation
+        active, subscribed_rows, last_bar[0] if last_bar else None, trails, generation, read
     )
 
 
@@ -432,7 +435,7 @@ def _active_playbooks(
     _remembered[(symbol, timeframe)] = kept
     if state.generation is None:
         _pair_alerts.pop((symbol, timeframe), None)
-    else:
+    elif state.read:  # else the copy is these rows already
         _pair_alerts[(symbol, timeframe)] = (
             state.generation,
             {row[0]: (*row[:5], None if row[0] in kept else row[5]) for row in state.alerts},

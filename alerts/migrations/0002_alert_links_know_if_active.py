@@ -60,7 +60,6 @@ ALTER TABLE alerts_alert_conditions DROP COLUMN active;
 """
 
 
-
 class Migration(migrations.Migration):
     dependencies = [("alerts", "0001_initial")]
 

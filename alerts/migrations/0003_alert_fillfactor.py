@@ -9,16 +9,16 @@ and inserts into all of them. A tenth of each page is kept free.
 
 from django.db import migrations
 
+from tradeeon.migration_sql import on_postgresql
 
-def fillfactor(percent: int):
-    def apply(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(f"ALTER TABLE alerts_alert SET (fillfactor = {percent})")
 
-    return apply
+def fillfactor(percent: int) -> str:
+    return f"ALTER TABLE alerts_alert SET (fillfactor = {percent})"
 
 
 class Migration(migrations.Migration):
     dependencies = [("alerts", "0002_alert_links_know_if_active")]
 
-    operations = [migrations.RunPython(fillfactor(90), fillfactor(100))]
+    operations = [
+        migrations.RunPython(on_postgresql(fillfactor(90)), on_postgresql(fillfactor(100)))
+    ]

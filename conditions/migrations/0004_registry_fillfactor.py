@@ -10,16 +10,16 @@ cost, measured on 105,000 rows.
 
 from django.db import migrations
 
+from tradeeon.migration_sql import on_postgresql
 
-def fillfactor(percent: int):
-    def apply(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(f"ALTER TABLE condition_registry SET (fillfactor = {percent})")
 
-    return apply
+def fillfactor(percent: int) -> str:
+    return f"ALTER TABLE condition_registry SET (fillfactor = {percent})"
 
 
 class Migration(migrations.Migration):
     dependencies = [("conditions", "0003_evaluation_cache_one_index")]
 
-    operations = [migrations.RunPython(fillfactor(50), fillfactor(100))]
+    operations = [
+        migrations.RunPython(on_postgresql(fillfactor(50)), on_postgresql(fillfactor(100)))
+    ]

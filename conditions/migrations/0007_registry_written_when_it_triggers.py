@@ -53,7 +53,6 @@ DROP SEQUENCE condition_registry_generation;
 """
 
 
-
 class Migration(migrations.Migration):
 
     dependencies = [
