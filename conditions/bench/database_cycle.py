@@ -7,7 +7,7 @@ worker) and writes into the scratch database what a worker writes: the
 condition evaluation cache, registry counters, condition and alert
 triggers, outbox rows, the evaluation cursor (dispatch, which follows the
 commit, is left to the end-to-end part). Evaluating the cycle before
-the measured one loads each process's kline cache, normalizes its alerts and
+the measured ones loads each process's kline cache, normalizes its alerts and
 compiles its plans, as a worker that has been running does.
 """
 
@@ -127,4 +127,5 @@ def measure_database_scale(scenario: ScaleScenario, processes: int) -> ScaleResu
             lambda shard: DatabaseShard(replay, [keys[index] for index in shard]),
             scenario.weights(),
             processes,
+            scenario.cycles,
         )

@@ -12,8 +12,8 @@ the engine never assumes.
 
 Every series ends at the same moment, `CYCLE_CLOSE_MS`, which closes a bar
 of every timeframe up to a day: the cycle in which every candle closes.
-Cycle 0 is that one; cycle -1 the bar before (its evaluation warms what
-cycle 0 reuses), and so on.
+Cycle 0 is that one; cycle -1 the bar before, and so on: a benchmark warms
+its workers on the cycle before the ones it measures.
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ class GeneratedMarket:
         rng = random.Random(seed)
         sources = _source_files()
         rows = bars - earliest_cycle
+        # Cycles before -2 extend each window back in its file, the same
+        # draw as without them: the same seed gives the same candles.
+        extra = max(0, -2 - earliest_cycle)
         self._series: dict[tuple[str, str], np.ndarray] = {}
         self._frames: dict[tuple[str, str, int], pd.DataFrame] = {}
         self._open_times: dict[str, np.ndarray] = {}
@@ -86,7 +89,7 @@ class GeneratedMarket:
             target = 10 ** rng.uniform(-2, 4.7)
             factor = _round_factor(target / float(np.median(values[:, 3])))
             for tf in self.timeframes:
-                start = rng.randrange(0, len(source) - rows + 1)
+                start = max(0, rng.randrange(0, len(source) - rows + extra + 1) - extra)
                 window = values[start : start + rows].copy()
                 window[:, :4] = np.round(window[:, :4] * factor, 8)
                 window[:, 4] = np.round(window[:, 4] / factor, 8)

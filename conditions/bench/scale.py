@@ -2,9 +2,12 @@
 
 Each worker owns a fixed shard of (symbol, timeframe) pairs, as a Celery
 worker that keeps getting the same symbols would: it normalizes its alerts,
-evaluates the cycle before (which warms whatever it keeps between cycles),
-then waits for the signal to evaluate the measured cycle. The wall time is
-taken in the parent, from the signal to the last shard's answer.
+evaluates the cycle before the measured ones (which warms whatever it keeps
+between cycles), then waits for the signal to evaluate each measured cycle,
+one after another, up to cycle 0. Each cycle's wall time is taken in the
+parent, from the signal to the last shard's answer; the best is the figure,
+as for the seeds' cycles, since this machine's speed varies from one second
+to the next, and every cycle's time is reported beside it.
 
 Shards are balanced by the pairs' alerts (each of the same size), the best
 predictor of a pair's cost; popular symbols make pairs very unequal.
@@ -30,9 +33,13 @@ from .scenario import AlertSpec, generated_scenario
 
 @dataclass
 class ScaleResult:
+    """The best measured cycle (its wall time, outcome and each shard's
+    busy time), and every measured cycle's wall time, in order."""
+
     wall_s: float
     outcome: CycleOutcome
     shard_seconds: list[float]
+    cycle_walls: list[float]
 
 
 def balanced_shards(weights: Sequence[int], count: int) -> list[list[int]]:
@@ -52,7 +59,7 @@ def balanced_shards(weights: Sequence[int], count: int) -> list[list[int]]:
 ShardFactory = Callable[[list[int]], Any]
 
 
-def _serve(factory: ShardFactory, shard: list[int], connection: Connection) -> None:
+def _serve(factory: ShardFactory, shard: list[int], warm: int, connection: Connection) -> None:
     # A forked worker inherits the parent's whole scenario, millions of
     # objects a Celery worker would not hold; left to the garbage collector,
     # each full collection scans them all (a second and more of a measured
@@ -61,7 +68,7 @@ def _serve(factory: ShardFactory, shard: list[int], connection: Connection) -> N
     gc.freeze()
     try:
         worker = factory(shard)
-        worker.run(-1)
+        worker.run(warm)
         # The warm-up leaves the worker's own long-lived objects (a playbook
         # per alert, plans, candles) young, and whether a full collection of
         # them then falls inside the measured cycle depends on allocation
@@ -83,26 +90,34 @@ def _serve(factory: ShardFactory, shard: list[int], connection: Connection) -> N
         raise
 
 
-def run_sharded(factory: ShardFactory, weights: Sequence[int], processes: int) -> ScaleResult:
+def run_sharded(
+    factory: ShardFactory, weights: Sequence[int], processes: int, cycles: int = 1
+) -> ScaleResult:
     """Fork `processes` workers over shards of the pairs, warm them on cycle
-    -1, then time cycle 0 across all of them."""
+    -`cycles`, then time each cycle after it, up to 0, across all of them."""
+    if cycles < 1:
+        raise ValueError("at least one cycle is measured")
     context = multiprocessing.get_context("fork")
     shards = [shard for shard in balanced_shards(weights, processes) if shard]
     links, children = [], []
     for shard in shards:
         parent_end, child_end = context.Pipe()
-        child = context.Process(target=_serve, args=(factory, shard, child_end), daemon=True)
+        child = context.Process(
+            target=_serve, args=(factory, shard, -cycles, child_end), daemon=True
+        )
         child.start()
         links.append(parent_end)
         children.append(child)
+    measured: list[tuple[float, list]] = []
     try:
         for link in links:
             _expect(link, "ready")
-        started = time.perf_counter()
-        for link in links:
-            link.send(0)
-        answers = [_expect(link, "done") for link in links]
-        wall = time.perf_counter() - started
+        for cycle in range(1 - cycles, 1):
+            started = time.perf_counter()
+            for link in links:
+                link.send(cycle)
+            answers = [_expect(link, "done") for link in links]
+            measured.append((time.perf_counter() - started, answers))
     finally:
         for link in links:
             with contextlib.suppress(OSError):
@@ -111,10 +126,13 @@ def run_sharded(factory: ShardFactory, weights: Sequence[int], processes: int) -
             child.join(30)
             if child.is_alive():
                 child.terminate()
+    wall, answers = min(measured, key=lambda cycle: cycle[0])
     outcome = CycleOutcome()
     for shard_outcome, _ in answers:
         outcome.merge(shard_outcome)
-    return ScaleResult(wall, outcome, [seconds for _, seconds in answers])
+    return ScaleResult(
+        wall, outcome, [seconds for _, seconds in answers], [seconds for seconds, _ in measured]
+    )
 
 
 def _expect(link: Connection, kind: str):
@@ -134,6 +152,7 @@ class ScaleScenario:
     market: GeneratedMarket
     alerts: list[AlertSpec]  # in alert key order
     pairs: dict[tuple[str, str], list[int]]  # alert keys per (symbol, base timeframe)
+    cycles: int = 1  # measured, after a warm-up cycle
 
     @property
     def pair_keys(self) -> list[tuple[str, str]]:
@@ -144,15 +163,20 @@ class ScaleScenario:
 
 
 def scale_scenario(
-    *, seed: int, alerts: int, symbols: int, timeframes: tuple[str, ...]
+    *, seed: int, alerts: int, symbols: int, timeframes: tuple[str, ...], cycles: int = 1
 ) -> ScaleScenario:
+    """The scenario, with candles for `cycles` measured cycles and the warm-up."""
     market, specs = generated_scenario(
-        seed=seed, users=alerts, symbols=symbols, timeframes=timeframes
+        seed=seed,
+        users=alerts,
+        symbols=symbols,
+        timeframes=timeframes,
+        earliest_cycle=min(-2, -cycles),
     )
     pairs: dict[tuple[str, str], list[int]] = {}
     for key, spec in enumerate(specs):
         pairs.setdefault((spec.symbol, spec.base_timeframe), []).append(key)
-    return ScaleScenario(market, specs, pairs)
+    return ScaleScenario(market, specs, pairs, cycles)
 
 
 class EngineShard:
@@ -173,4 +197,6 @@ class EngineShard:
 
 
 def measure_engine_scale(scenario: ScaleScenario, processes: int) -> ScaleResult:
-    return run_sharded(lambda shard: EngineShard(scenario, shard), scenario.weights(), processes)
+    return run_sharded(
+        lambda shard: EngineShard(scenario, shard), scenario.weights(), processes, scenario.cycles
+    )

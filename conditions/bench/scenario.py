@@ -99,11 +99,18 @@ def generate_alerts(
 
 
 def generated_scenario(
-    *, seed: int, users: int, symbols: int, timeframes: Sequence[str]
+    *,
+    seed: int,
+    users: int,
+    symbols: int,
+    timeframes: Sequence[str],
+    earliest_cycle: int = -2,
 ) -> tuple[GeneratedMarket, list[AlertSpec]]:
     """A generated market, and one alert per user on its symbols at its
     prices: the scenario every part of the benchmark draws from `seed`."""
-    market = GeneratedMarket(symbols=symbols, timeframes=timeframes, seed=seed)
+    market = GeneratedMarket(
+        symbols=symbols, timeframes=timeframes, seed=seed, earliest_cycle=earliest_cycle
+    )
     alerts = generate_alerts(
         seed=seed,
         users=users,

@@ -18,7 +18,7 @@ from tests.conftest import postgres_session
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--users", "40", "--symbols", "2", "--alerts", "150", "--scale-symbols", "3",
-    "--repeats", "1", "--processes", "2",
+    "--repeats", "1", "--scale-cycles", "2", "--processes", "2",
 ]  # fmt: skip
 LAST_LINE = re.compile(
     r"bench: shared_vs_per_alert=\d+\.\dx cycle_100k_engine_s=\d+\.\d{3} "
@@ -63,6 +63,16 @@ def test_quick_runs_every_part_but_end_to_end_and_ends_with_the_machine_line(pos
     for heading in ("Seeds' scenario", "Scale, engine only", "Scale, with database writes"):
         assert any(line.startswith(heading) for line in lines), heading
     assert not any(line.startswith("End to end") for line in lines)
+    # with each scale part's two measured cycles, the best of them first
+    for part in ("engine only", "with database writes"):
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"Scale, {part}"))
+        timed = re.fullmatch(
+            r"\s+cycle, wall \(best of 2\)\s+(\d+\.\d{3}) s  \(cycles in order: "
+            r"(\d+\.\d{3}), (\d+\.\d{3}) s; median \d+\.\d{3} s\)",
+            lines[start + 1],
+        )
+        assert timed, lines[start + 1]
+        assert float(timed[1]) == min(float(timed[2]), float(timed[3]))
     # and its scratch database is gone
     assert f"tradeeon_bench_{process.pid}" not in postgres_databases()
 
@@ -89,9 +99,16 @@ def test_without_the_database_part_it_runs_on_sqlite_and_says_what_it_skipped(tm
     assert "cycle_100k_with_db_s=skipped" in last
 
 
-def test_bad_sizes_are_one_line_errors() -> None:
-    process = bench("--quick", "--users", "0")
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("--users", "0"), "--users must be at least 1"),
+        (("--scale-cycles", "0"), "--scale-cycles must be 1..10"),
+    ],
+)
+def test_bad_sizes_are_one_line_errors(arguments, message) -> None:
+    process = bench("--quick", *arguments)
     _, err = process.communicate(timeout=300)
 
     assert process.returncode == 2
-    assert err.strip() == "manage.py bench: error: --users must be at least 1"
+    assert err.strip() == f"manage.py bench: error: {message}"

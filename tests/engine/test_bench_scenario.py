@@ -143,3 +143,28 @@ def test_symbols_built_from_one_kline_file_trade_at_different_prices() -> None:
     assert market.candles(first, "1h")["close"].median() != pytest.approx(
         market.candles(seventh, "1h")["close"].median(), rel=0.01
     )
+
+
+def test_more_measured_cycles_reach_further_back_with_the_same_candles() -> None:
+    # Given the default market and one with candles for three more cycles
+    usual = GeneratedMarket(symbols=12, timeframes=TIMEFRAMES, seed=5)
+    longer = GeneratedMarket(symbols=12, timeframes=TIMEFRAMES, seed=5, earliest_cycle=-5)
+
+    # Then every cycle the default market has is the same in both (the
+    # scale benchmark's figures stay comparable whatever it measures)
+    for symbol in usual.symbols:
+        for timeframe in TIMEFRAMES:
+            for cycle in (-2, -1, 0):
+                np.testing.assert_array_equal(
+                    longer.candles(symbol, timeframe, cycle).to_numpy(),
+                    usual.candles(symbol, timeframe, cycle).to_numpy(),
+                )
+            # and the longer one goes on, bar by bar, into the past
+            earliest = longer.candles(symbol, timeframe, -5)
+            validate_frame(earliest, f"{symbol}-{timeframe}")
+            assert (
+                earliest["open_time"].iloc[-1] + 5 * timeframe_ms(timeframe)
+                == (usual.candles(symbol, timeframe)["open_time"].iloc[-1])
+            )
+    with pytest.raises(ValueError, match="between -2 and 0"):
+        usual.candles(usual.symbols[0], "1h", -3)
