@@ -299,7 +299,6 @@ class PostgresWrites(PairWrites):
             {
                 "now": self.now,
                 "checked": self.checked,
-                "ids": TextArray.of(bars.ids),
                 "symbol": symbol,
                 "timeframe": timeframe,
                 "row_ids": TextArray.of(bars.ids * len(bars.times)),
@@ -476,7 +475,8 @@ class _BinaryArrayDumper(Dumper):
 # registry rows (no other registry row is written). The cache rows; an outbox
 # row for each new trigger of a condition with subscriptions. Then the
 # symbol's registry generation and, only when it is not the one the caller
-# checked at, how many of the conditions have a registry row.
+# checked at, how many of the conditions have a registry row (their ids are
+# sent once, as the rows' ids: a catch-up's repeats of them count no row twice).
 _STORE_EVALUATIONS = """
 WITH evaluated AS (
     SELECT v.id, v.candle_time, v.fired, jsonb_build_object(
@@ -526,7 +526,7 @@ WITH evaluated AS (
     SELECT generation FROM condition_registry_generations WHERE symbol = %(symbol)s
 )
 SELECT (SELECT generation FROM generation),
-    (SELECT count(*) FROM condition_registry r WHERE r.condition_id = ANY(%(ids)b::varchar[])
+    (SELECT count(*) FROM condition_registry r WHERE r.condition_id = ANY(%(row_ids)b::varchar[])
         AND (SELECT generation FROM generation) IS DISTINCT FROM %(checked)s::bigint),
     (SELECT count(*) FROM triggered),
     ARRAY(SELECT id FROM queued ORDER BY id)

@@ -494,6 +494,32 @@ def test_bars_missed_while_nothing_ran_are_caught_up_but_only_the_last_few(live)
     assert len(fired_bars(alert)) == 1 + 12 + 3
 
 
+def test_a_catch_up_after_a_registry_row_of_its_symbol_went_counts_its_own_rows_once(live, caplog):
+    # A worker finds its symbol's registry changed (another condition was
+    # deleted) at a catch-up of three bars: its own conditions, each in three
+    # rows, are all still registered, and nothing is registered again.
+    kept = RegisteredAlertFactory()
+    gone = RegisteredAlertFactory(
+        condition_config={
+            "conditions": [{"type": "price", "operator": ">", "compareValue": 0.0002}]
+        },
+    )
+    evaluate_ethbtc()
+    gone_id = condition_of(gone).pk
+    gone.delete()
+    Condition.objects.filter(pk=gone_id).delete()
+    live.advance(3 * FIVE_MINUTES)
+
+    with caplog.at_level(logging.WARNING, logger="alerts.evaluation"):
+        report = evaluate_ethbtc()
+
+    assert report.bars == [bar(0), bar(1), bar(2)]
+    assert "registering them again" not in caplog.text
+    assert condition_of(kept).evaluation_count == 4
+    assert not Condition.objects.filter(pk=gone_id).exists()
+    assert fired_bars(kept) == [bar(-1), bar(0), bar(1), bar(2)]
+
+
 def test_a_condition_trigger_carries_how_many_alerts_and_bots_subscribe_to_it(live):
     alice = RegisteredAlertFactory(user=UserFactory(username="alice"))
     RegisteredAlertFactory(user=UserFactory(username="bob"))
