@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,10 +37,12 @@ from alerts.models import (
     WebhookSecret,
 )
 from alerts.sample_data import DEMO_PASSWORD, OPERATOR, load_sample_data
+from alerts.scheduling import active_pairs, previous_open
 from alerts.services import save_alert
 from alerts.webhooks import SIGNATURE_HEADER, sign
 from bots.models import Bot, Deal, PaperOrder
 from bots.services import subscribe_entry
+from conditions.engine.timeframes import bar_open_floor
 from conditions.models import (
     ConditionEvaluation,
     ConditionSubscription,
@@ -53,6 +56,27 @@ CANDLES = REPO / "tests" / "data" / "klines"
 DEMO_SYMBOLS = ("ETHBTC", "LTCBTC", "ADABTC", "XLMBTC", "ETCBTC")
 # Enough history before the replay starts for 1000-candle warm-ups.
 REPLAY_START = "2018-01-14T00:00:00Z"
+# A cold worker imports pandas and loads its compiled kernels before its first
+# evaluation: seconds, or a minute with an empty numba cache.
+START_TIMEOUT_S = 180
+
+
+def as_datetime(iso_utc: str) -> datetime:
+    return datetime.fromisoformat(iso_utc.replace("Z", "+00:00"))
+
+
+def set_stub_speed(port: int, speed: float) -> None:
+    """Start (or change) the stub's clock through its control endpoint."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/_stub/clock",
+        data=json.dumps({"speed": speed}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own stub)
+        response.read()
+
+
 WEBHOOK_PORT = 8765
 
 
@@ -204,8 +228,12 @@ class Command(StrictCommand):
                 str(CANDLES),
                 "--start",
                 REPLAY_START,
+                # Frozen until every pair has been evaluated at the start
+                # (below): a worker still starting up while the market runs
+                # at 1440x would skip the first bars, more or fewer from one
+                # run to the next.
                 "--speed",
-                str(speed),
+                "0",
             ],
             "worker": [
                 *celery,
@@ -243,16 +271,17 @@ class Command(StrictCommand):
                 if name == "stub":
                     self.wait_for_port(stub_port, processes[name])
             self.stdout.write(
-                f"\nReplaying from {REPLAY_START} at {speed:g}x for {seconds:g} s (logs in {log_dir})"
+                f"\nWaiting for the worker to evaluate every pair at {REPLAY_START}..."
+            )
+            self.wait_for_first_evaluations(processes, log_dir, timeout=START_TIMEOUT_S)
+            set_stub_speed(stub_port, speed)
+            self.stdout.write(
+                f"Replaying from {REPLAY_START} at {speed:g}x for {seconds:g} s (logs in {log_dir})"
             )
             started = time.monotonic()
             while time.monotonic() - started < seconds:
                 time.sleep(3)
-                for name, process in processes.items():
-                    if process.poll() is not None:
-                        raise InputError(
-                            f"the {name} process stopped (exit {process.returncode}); see {log_dir / (name + '.log')}"
-                        )
+                self.check_running(processes, log_dir)
                 self.progress(started, speed, receiver)
             self.stdout.write("Stopping beat, letting the worker finish what is queued...")
             self.stop(processes.pop("beat"))
@@ -262,6 +291,45 @@ class Command(StrictCommand):
                 self.stop(process)
             receiver.shutdown()
         self.summary(receiver)
+
+    @staticmethod
+    def check_running(processes: dict[str, subprocess.Popen], log_dir: Path) -> None:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise InputError(
+                    f"the {name} process stopped (exit {process.returncode}); see {log_dir / (name + '.log')}"
+                )
+
+    def wait_for_first_evaluations(
+        self, processes: dict[str, subprocess.Popen], log_dir: Path, timeout: float
+    ) -> None:
+        """Until every pair the beat schedules has its evaluation cursor at the
+        last bar closed when the replay starts."""
+        start_ms = int(as_datetime(REPLAY_START).timestamp() * 1000)
+        pairs, _ = active_pairs()
+        closed = {
+            (symbol, timeframe): previous_open(int(bar_open_floor(start_ms, timeframe)), timeframe)
+            for symbol, timeframe in pairs
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            cursors = {
+                (symbol, timeframe): int(last_bar.timestamp() * 1000)
+                for symbol, timeframe, last_bar in EvaluationCursor.objects.values_list(
+                    "symbol", "timeframe", "last_bar"
+                )
+            }
+            waiting = sorted(pair for pair, bar in closed.items() if cursors.get(pair, -1) < bar)
+            if not waiting:
+                return
+            self.check_running(processes, log_dir)
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{symbol} {timeframe}" for symbol, timeframe in waiting)
+                raise InputError(
+                    f"the worker had not evaluated {names} after {timeout:g} s; "
+                    f"see {log_dir / 'worker.log'}"
+                )
+            time.sleep(0.2)
 
     def wait_for_port(self, port: int, process: subprocess.Popen):
         for _ in range(100):
@@ -293,7 +361,7 @@ class Command(StrictCommand):
 
     def progress(self, started: float, speed: float, receiver: WebhookReceiver):
         replay_ms = (
-            datetime.fromisoformat(REPLAY_START.replace("Z", "+00:00")).timestamp() * 1000
+            as_datetime(REPLAY_START).timestamp() * 1000
             + (time.monotonic() - started) * speed * 1000
         )
         last = (
