@@ -76,8 +76,9 @@ def previous_open(open_ms: int, timeframe: str) -> int:
     return open_ms - timeframe_ms(timeframe)
 
 
-def due_pairs(now_ms: int, *, poll_forming: bool = True) -> list[DuePair]:
-    pairs, per_bar = active_pairs()
+def pairs_behind(now_ms: int, pairs: set[tuple[str, str]]) -> list[tuple[str, str, int]]:
+    """(symbol, timeframe, newest closed bar's open ms) of the pairs whose
+    evaluation cursor is before the bar newly closed at `now_ms`, sorted."""
     if not pairs:
         return []
     # The newest closed bar depends only on the timeframe: once per timeframe, not per pair.
@@ -91,11 +92,18 @@ def due_pairs(now_ms: int, *, poll_forming: bool = True) -> list[DuePair]:
             "symbol", "timeframe", "last_bar"
         )
     }
-    behind = [
+    return [
         (symbol, timeframe, closed[timeframe])
         for symbol, timeframe in sorted(pairs)
         if cursors.get((symbol, timeframe), -1) < closed[timeframe]
     ]
+
+
+def due_pairs(now_ms: int, *, poll_forming: bool = True) -> list[DuePair]:
+    pairs, per_bar = active_pairs()
+    if not pairs:
+        return []
+    behind = pairs_behind(now_ms, pairs)
     # Only pairs behind their bar can be queued already; most ticks have none.
     queued_marks = (
         cache.get_many([_queued_key(s, tf, False) for s, tf, _ in behind]) if behind else {}

@@ -17,12 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import requests
 from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
@@ -37,12 +37,12 @@ from alerts.models import (
     WebhookSecret,
 )
 from alerts.sample_data import DEMO_PASSWORD, OPERATOR, load_sample_data
-from alerts.scheduling import active_pairs, previous_open
+from alerts.scheduling import active_pairs, pairs_behind
 from alerts.services import save_alert
 from alerts.webhooks import SIGNATURE_HEADER, sign
 from bots.models import Bot, Deal, PaperOrder
 from bots.services import subscribe_entry
-from conditions.engine.timeframes import bar_open_floor
+from conditions.marketdata.replay import as_epoch_ms
 from conditions.models import (
     ConditionEvaluation,
     ConditionSubscription,
@@ -61,20 +61,11 @@ REPLAY_START = "2018-01-14T00:00:00Z"
 START_TIMEOUT_S = 180
 
 
-def as_datetime(iso_utc: str) -> datetime:
-    return datetime.fromisoformat(iso_utc.replace("Z", "+00:00"))
-
-
 def set_stub_speed(port: int, speed: float) -> None:
     """Start (or change) the stub's clock through its control endpoint."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/_stub/clock",
-        data=json.dumps({"speed": speed}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own stub)
-        response.read()
+    requests.post(
+        f"http://127.0.0.1:{port}/_stub/clock", json={"speed": speed}, timeout=10
+    ).raise_for_status()
 
 
 WEBHOOK_PORT = 8765
@@ -305,26 +296,13 @@ class Command(StrictCommand):
     ) -> None:
         """Until every pair the beat schedules has its evaluation cursor at the
         last bar closed when the replay starts."""
-        start_ms = int(as_datetime(REPLAY_START).timestamp() * 1000)
+        start_ms = as_epoch_ms(REPLAY_START)
         pairs, _ = active_pairs()
-        closed = {
-            (symbol, timeframe): previous_open(int(bar_open_floor(start_ms, timeframe)), timeframe)
-            for symbol, timeframe in pairs
-        }
         deadline = time.monotonic() + timeout
-        while True:
-            cursors = {
-                (symbol, timeframe): int(last_bar.timestamp() * 1000)
-                for symbol, timeframe, last_bar in EvaluationCursor.objects.values_list(
-                    "symbol", "timeframe", "last_bar"
-                )
-            }
-            waiting = sorted(pair for pair, bar in closed.items() if cursors.get(pair, -1) < bar)
-            if not waiting:
-                return
+        while waiting := pairs_behind(start_ms, pairs):
             self.check_running(processes, log_dir)
             if time.monotonic() > deadline:
-                names = ", ".join(f"{symbol} {timeframe}" for symbol, timeframe in waiting)
+                names = ", ".join(f"{symbol} {timeframe}" for symbol, timeframe, _ in waiting)
                 raise InputError(
                     f"the worker had not evaluated {names} after {timeout:g} s; "
                     f"see {log_dir / 'worker.log'}"
@@ -360,10 +338,7 @@ class Command(StrictCommand):
             time.sleep(0.5)
 
     def progress(self, started: float, speed: float, receiver: WebhookReceiver):
-        replay_ms = (
-            as_datetime(REPLAY_START).timestamp() * 1000
-            + (time.monotonic() - started) * speed * 1000
-        )
+        replay_ms = as_epoch_ms(REPLAY_START) + (time.monotonic() - started) * speed * 1000
         last = (
             ConditionEvaluation.objects.order_by("-candle_time")
             .values_list("candle_time", flat=True)
