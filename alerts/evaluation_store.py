@@ -33,7 +33,7 @@ from psycopg.pq import Format
 
 from conditions.bulk import insert_new
 from conditions.engine.plan import SeriesColumns
-from conditions.models import Condition, ConditionEvaluation, ConditionTrigger, EvaluationCursor
+from conditions.models import BarEvaluation, Condition, ConditionTrigger, EvaluationCursor
 from conditions.services import registry_row, subscriber_counts
 
 from .models import Alert, AlertTrigger, OutboxMessage
@@ -147,7 +147,8 @@ class PairWrites:
         _insert_rows(Condition, rows, ["condition_id"])
 
     def evaluations(self, symbol: str, timeframe: str, bars: EvaluatedBars) -> None:
-        """Write the cache rows and the triggers of the conditions that held.
+        """Write the pair's cache row of each bar and the triggers of the
+        conditions that held.
         RegistryMoved when a condition has no registry row."""
         known = set(Condition.objects.filter(pk__in=bars.ids).values_list("pk", flat=True))
         if missing := set(bars.ids) - known:
@@ -155,16 +156,18 @@ class PairWrites:
         width = len(bars.ids)
         rows = [
             {
-                "condition_id": cid,
                 "symbol": symbol,
                 "timeframe": timeframe,
-                "candle_time": bars.times[row // width],
-                "indicator_values": {**bars.values_at(row), "fired": bool(bars.fired[row])},
+                "candle_time": candle_time,
+                "indicator_values": {
+                    cid: {**bars.values_at(row), "fired": bool(bars.fired[row])}
+                    for row, cid in enumerate(bars.ids, start=bar * width)
+                },
                 "evaluated_at": self.now,
             }
-            for row, cid in enumerate(bars.ids * len(bars.times))
+            for bar, candle_time in enumerate(bars.times)
         ]
-        _insert_rows(ConditionEvaluation, rows, ["condition", "candle_time"])
+        _insert_rows(BarEvaluation, rows, ["symbol", "timeframe", "candle_time"])
         self._condition_triggers(
             [
                 {
@@ -466,13 +469,14 @@ class _BinaryArrayDumper(Dumper):
 
 # What a pair's evaluation writes to the registry side, under its symbol's
 # lock (`_LOCK_SYMBOL`), in one statement. A row per condition and bar, its
-# cache JSON built by the database from one array per value (NaN is a missing
-# value; `kind` says whether the right side is absent, a value, or a
+# values' JSON built by the database from one array per value (NaN is a
+# missing value; `kind` says whether the right side is absent, a value, or a
 # channel); a trigger's value is the same without `fired`. The triggers of
 # the conditions that held, with their subscribers counted (active
 # subscriptions, and active alerts, whose links say so: alerts migration
 # 0002), for registered conditions only; the trigger counters of their
-# registry rows (no other registry row is written). The cache rows; an outbox
+# registry rows (no other registry row is written). The pair's cache row of
+# each bar, every condition's values keyed by its id; an outbox
 # row for each new trigger of a condition with subscriptions. Then the
 # symbol's registry generation and, only when it is not the one the caller
 # checked at, how many of the conditions have a registry row (their ids are
@@ -509,10 +513,11 @@ WITH evaluated AS (
     WHERE r.condition_id = n.condition_id
 ), stored AS (
     INSERT INTO condition_evaluation_cache
-        (condition_id, symbol, timeframe, candle_time, indicator_values, evaluated_at)
-    SELECT id, %(symbol)s, %(timeframe)s, candle_time, cached, %(now)s
+        (symbol, timeframe, candle_time, indicator_values, evaluated_at)
+    SELECT %(symbol)s, %(timeframe)s, candle_time, jsonb_object_agg(id, cached), %(now)s
     FROM evaluated
-    ON CONFLICT (condition_id, candle_time) DO NOTHING
+    GROUP BY candle_time
+    ON CONFLICT (symbol, timeframe, candle_time) DO NOTHING
 ), queued AS (
     INSERT INTO alerts_outboxmessage (topic, key, payload, created_at, attempts, last_error)
     SELECT 'condition_trigger', 'condition_trigger:' || t.id,

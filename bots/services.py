@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
 from django.db import transaction
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from conditions.engine.playbook import NormalizedAlert, alert_signal, normalize_alert
-from conditions.models import ConditionEvaluation, ConditionSubscription, ConditionTrigger
+from conditions.engine.timeframes import timeframe_ms
+from conditions.models import BarEvaluation, ConditionSubscription, ConditionTrigger
 from conditions.services import register_canonical, subscribe, unsubscribe_bot
 
 from . import deals
@@ -104,25 +106,71 @@ def delete_bot(bot: Bot) -> None:
     bot.delete()
 
 
-def entry_holds(playbook: NormalizedAlert, candle_time) -> bool:
-    """Whether the whole entry playbook holds at a bar, from the shared
-    evaluation cache: a trigger of one of its conditions is not enough when
-    the playbook has several."""
+def entry_holds(playbook: NormalizedAlert, trigger: ConditionTrigger) -> bool:
+    """Whether the whole entry playbook holds at the trigger's bar, from the
+    cache rows of the pair that evaluated it (its last `validity_bars`): a
+    trigger of one of its conditions is not enough when the playbook has
+    several. A condition of another timeframe counts at its latest bar
+    closed by then; one with no evaluation there has not fired."""
     if len(playbook.steps) == 1:
         return True
+    symbol, timeframe = trigger.symbol, trigger.timeframe
     window = max(step.validity_bars for step in playbook.steps)
-    ids = playbook.condition_ids
-    rows = ConditionEvaluation.objects.filter(
-        condition_id__in=ids, candle_time__lte=candle_time
-    ).order_by("-candle_time")
-    times = sorted({row.candle_time for row in rows[: window * len(ids) * 2]})[-window:]
-    if not times or times[-1] != candle_time:
+    steps = {step.condition_id: step.canonical["timeframe"] for step in playbook.steps}
+    axis = fired_by_bar(symbol, timeframe, list(steps), trigger.candle_time, window)
+    times = axis.pop("candle_time")
+    if len(times) == 0 or times[-1] != _epoch_ms(trigger.candle_time):
         return False
-    fired = {cid: np.zeros(len(times), dtype=bool) for cid in ids}
-    position = {t: i for i, t in enumerate(times)}
-    for row in ConditionEvaluation.objects.filter(condition_id__in=ids, candle_time__in=times):
-        fired[row.condition_id][position[row.candle_time]] = bool(row.indicator_values.get("fired"))
-    return bool(alert_signal(playbook, fired)[-1])
+    closes = times + _timeframe_s(timeframe) * 1000
+    for cid, other in steps.items():
+        if other == timeframe:
+            continue
+        # Its own timeframe's latest bar closed at or before each of the axis's
+        # closes: those opened from a bar before the first close's.
+        step_ms = _timeframe_s(other) * 1000
+        first, last = _from_epoch_ms(closes[0] - 2 * step_ms), _from_epoch_ms(closes[-1] - step_ms)
+        own = fired_by_bar(symbol, other, [cid], last, first_open=first)
+        latest = np.searchsorted(own["candle_time"] + step_ms, closes, side="right") - 1
+        held = np.append(own[cid], False)  # index -1: no bar of its closed by then
+        axis[cid] = held[latest]
+    return bool(alert_signal(playbook, axis)[-1])
+
+
+def fired_by_bar(
+    symbol: str,
+    timeframe: str,
+    ids: list[str],
+    last_open: datetime,
+    bars: int | None = None,
+    first_open: datetime | None = None,
+) -> dict[str, np.ndarray]:
+    """Whether each condition fired at the pair's evaluated bars opened at or
+    before `last_open` (its last `bars`, or those opened from `first_open`),
+    oldest first, with the bars' open times (ms) as `candle_time`. Only the
+    conditions' flags are read from the rows."""
+    fired = {
+        f"c{i}": KeyTransform("fired", KeyTransform(cid, "indicator_values"))
+        for i, cid in enumerate(ids)
+    }
+    rows = BarEvaluation.objects.filter(
+        symbol=symbol, timeframe=timeframe, candle_time__lte=last_open
+    )
+    if first_open is not None:
+        rows = rows.filter(candle_time__gte=first_open)
+    rows = rows.annotate(**fired).order_by("-candle_time").values_list("candle_time", *fired)
+    found = list(rows[:bars] if bars is not None else rows)[::-1]
+    columns = {"candle_time": np.array([_epoch_ms(row[0]) for row in found], dtype=np.int64)}
+    for i, cid in enumerate(ids):
+        columns[cid] = np.array([row[i + 1] is True for row in found], dtype=bool)
+    return columns
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _from_epoch_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
 
 
 def handle_condition_trigger(subscription_id: int, condition_trigger_id: int) -> None:
@@ -145,7 +193,7 @@ def handle_condition_trigger(subscription_id: int, condition_trigger_id: int) ->
     candle_ms = int(trigger.candle_time.timestamp() * 1000)
     if role == "entry":
         playbook = entry_playbook(bot)
-        if playbook is not None and entry_holds(playbook, trigger.candle_time):
+        if playbook is not None and entry_holds(playbook, trigger):
             # The bar's close: the decision is taken when the bar has closed.
             close_ms = candle_ms + int(
                 timedelta(seconds=_timeframe_s(bot.base_timeframe)).total_seconds() * 1000
@@ -163,8 +211,6 @@ def handle_condition_trigger(subscription_id: int, condition_trigger_id: int) ->
 
 
 def _timeframe_s(timeframe: str) -> int:
-    from conditions.engine.timeframes import timeframe_ms
-
     return timeframe_ms(timeframe) // 1000 if timeframe != "1M" else 30 * 86400
 
 

@@ -8,8 +8,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from .models import (
+    BarEvaluation,
     Condition,
-    ConditionEvaluation,
     ConditionSubscription,
     ConditionTrigger,
     EvaluationCursor,
@@ -69,9 +69,9 @@ class ConditionAdmin(admin.ModelAdmin):
 
     @admin.display(description="bars evaluated")
     def evaluation_count(self, obj: Condition) -> int:
-        # On the page of one condition only: a list would count every cache
-        # row of each condition it shows.
-        return obj.evaluations.count()
+        # On the page of one condition only: a list would look into every
+        # cache row of the symbol of each condition it shows.
+        return BarEvaluation.objects.holding(obj.condition_id, obj.symbol).count()
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_last_evaluated()
@@ -82,16 +82,17 @@ class ConditionAdmin(admin.ModelAdmin):
 
     @admin.display(description="latest evaluations")
     def latest_evaluations(self, obj: Condition) -> str:
-        rows = obj.evaluations.order_by("-candle_time")[:20]
+        rows = BarEvaluation.objects.holding(obj.condition_id, obj.symbol).values_list(
+            "timeframe", "candle_time", "evaluated_at", "condition_values"
+        )[:20]
         if not rows:
             return "never evaluated"
         body = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            ((row.candle_time, row.evaluated_at, row.indicator_values) for row in rows),
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>", rows
         )
         return format_html(
-            "<table><tr><th>candle</th><th>evaluated at</th><th>values</th></tr>{}</table>"
+            "<table><tr><th>pair</th><th>candle</th><th>evaluated at</th><th>values</th></tr>"
+            "{}</table>"
             '<p><a href="{}?condition={}">all evaluations</a></p>',
             body,
             reverse("admin:conditions_evaluation_cache"),
@@ -125,17 +126,20 @@ class ConditionAdmin(admin.ModelAdmin):
 
     def evaluation_cache_view(self, request):
         """condition_evaluation_cache has a composite primary key, which the
-        admin's changelist cannot show, so it gets this read-only list."""
+        admin's changelist cannot show, so it gets this read-only list: a row
+        per pair and bar, or with a condition given, its values at each."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        rows = ConditionEvaluation.objects.order_by("-candle_time", "condition_id")
+        rows = BarEvaluation.objects.order_by("-candle_time", "symbol", "timeframe")
         filters = {}
         for field in ("condition", "symbol", "timeframe"):
             value = request.GET.get(field, "").strip()
             if value:
                 filters[field] = value
         if "condition" in filters:
-            rows = rows.filter(condition_id=filters["condition"])
+            cid = filters["condition"]
+            symbol = Condition.objects.filter(pk=cid).values_list("symbol", flat=True).first()
+            rows = BarEvaluation.objects.holding(cid, symbol)
         if "symbol" in filters:
             rows = rows.filter(symbol=filters["symbol"].upper())
         if "timeframe" in filters:

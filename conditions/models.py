@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, Length
 from django.db.models.lookups import Range
 
@@ -30,9 +31,31 @@ def text_format(field: str, characters: str, lengths: tuple[int, int], name: str
     )
 
 
+class HoldsCondition(models.Func):
+    """Whether a cache row (`indicator_values`) holds a condition's values,
+    the condition id given as an expression: jsonb's `?` on PostgreSQL,
+    json_type on SQLite."""
+
+    output_field = models.BooleanField()
+
+    def __init__(self, condition_id) -> None:
+        super().__init__(models.F("indicator_values"), condition_id)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="(%(expressions)s)", arg_joiner=" ? ")
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return self.as_sql(
+            compiler,
+            connection,
+            template="(json_type(%(expressions)s || '\"') IS NOT NULL)",
+            arg_joiner=", '$.\"' || ",
+        )
+
+
 class ConditionQuerySet(models.QuerySet):
-    """Registry rows with what their cache rows tell: the registry row itself
-    is not written at a bar that only evaluates it."""
+    """Registry rows with what the cache rows of their symbol tell: the
+    registry row itself is not written at a bar that only evaluates it."""
 
     def with_last_evaluated(self) -> ConditionQuerySet:
         """`last_evaluated_at`: when the latest bar it was evaluated at was."""
@@ -40,9 +63,10 @@ class ConditionQuerySet(models.QuerySet):
         return self.annotate(last_evaluated_at=models.Subquery(latest))
 
     def with_evaluation_count(self) -> ConditionQuerySet:
-        """`evaluation_count`: the bars it was evaluated at (each cache row
-        counted: for a page of conditions, not for a whole list)."""
-        count = _cache_rows().order_by().values("condition_id").annotate(n=models.Count("*"))
+        """`evaluation_count`: the pairs' bars it was evaluated at. Each cache
+        row of its symbol is looked into: for a page of conditions, not for a
+        whole list."""
+        count = _cache_rows().order_by().values("symbol").annotate(n=models.Count("*"))
         return self.annotate(
             evaluation_count=Coalesce(
                 models.Subquery(count.values("n"), output_field=models.BigIntegerField()), 0
@@ -54,8 +78,10 @@ class ConditionQuerySet(models.QuerySet):
 
 
 def _cache_rows() -> models.QuerySet:
-    """The cache rows of the registry row a subquery is annotated on."""
-    return ConditionEvaluation.objects.filter(condition_id=models.OuterRef("pk"))
+    """The cache rows holding the registry row a subquery is annotated on."""
+    return BarEvaluation.objects.filter(
+        HoldsCondition(models.OuterRef("pk")), symbol=models.OuterRef("symbol")
+    )
 
 
 class Condition(models.Model):
@@ -134,37 +160,55 @@ class ConditionSubscription(models.Model):
         return f"bot {self.bot_id} -> {self.condition_id[:10]}"
 
 
-class ConditionEvaluation(models.Model):
-    """The values a condition had at one candle: evaluated once, read by everyone."""
+class BarEvaluationQuerySet(models.QuerySet):
+    def holding(self, condition_id: str, symbol: str | None = None) -> BarEvaluationQuerySet:
+        """The rows that hold a condition (its symbol's, when given: the
+        others cannot), newest first, each with its values there as
+        `condition_values`."""
+        rows = self.filter(HoldsCondition(models.Value(condition_id)))
+        if symbol is not None:
+            rows = rows.filter(symbol=symbol)
+        return rows.annotate(
+            condition_values=KeyTransform(condition_id, "indicator_values")
+        ).order_by("-candle_time", "-evaluated_at")
 
-    pk = models.CompositePrimaryKey("condition_id", "candle_time")
-    # The primary key's index starts with condition_id: a second index on it
-    # would only cost every one of the ~100,000 rows a cycle writes. Nor is
-    # there a foreign key constraint: it would check each row again at the
-    # commit, one query per row: 1.1 s per 104,000 rows, twice the cost of
-    # writing them. Instead, on PostgreSQL, deleting a registry row (through
-    # the ORM or in SQL) first waits for its symbol's evaluation writes and
-    # deletes its cache rows, and evaluations notice the deletion (migration
-    # 0007, alerts.evaluation_store). The ORM deletes them on SQLite.
-    condition = models.ForeignKey(
-        Condition,
-        on_delete=models.CASCADE,
-        related_name="evaluations",
-        db_index=False,
-        db_constraint=False,
-    )
+
+class BarEvaluation(models.Model):
+    """Every condition a pair evaluated at one of its closed bars, each one
+    evaluated once and read by everyone: `indicator_values` maps each
+    condition's id to its values there ({"left", "right", "fired"}).
+
+    One row per pair and bar, not one per condition and bar: a cycle of
+    `manage.py bench` writes ~600 rows instead of ~103,000, and each of
+    those cost PostgreSQL a heap tuple, an index entry and a conflict check
+    (a third of its work in the cycle). A condition's own evaluations are
+    found by its symbol and id (`HoldsCondition`, `conditions.services`);
+    those of a condition deleted from the registry stay in its pairs' rows,
+    as what was evaluated then."""
+
+    pk = models.CompositePrimaryKey("symbol", "timeframe", "candle_time")
     symbol = models.CharField(max_length=20)
     timeframe = models.CharField(max_length=3)
     candle_time = models.DateTimeField(help_text="open time of the evaluated candle")
-    indicator_values = models.JSONField()
+    indicator_values = models.JSONField(help_text="condition id -> its values at the candle")
     evaluated_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BarEvaluationQuerySet.as_manager()
 
     class Meta:
         db_table = "condition_evaluation_cache"
         ordering = ["-candle_time"]
+        indexes = [
+            # A condition's latest evaluation, whatever the pair: the newest
+            # rows of its symbol first.
+            models.Index(fields=["symbol", "-candle_time"], name="evaluation_symbol_time"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.condition_id[:10]} @ {self.candle_time:%Y-%m-%d %H:%M}"
+        return f"{self.symbol} {self.timeframe} @ {self.candle_time:%Y-%m-%d %H:%M}"
+
+    def values_of(self, condition_id: str) -> dict | None:
+        return self.indicator_values.get(condition_id)
 
 
 class ConditionTrigger(models.Model):

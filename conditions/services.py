@@ -13,7 +13,7 @@ from django.utils import timezone
 from conditions.engine.normalize import condition_id as make_condition_id
 from conditions.engine.normalize import normalize_condition
 
-from .models import Condition, ConditionEvaluation, ConditionSubscription
+from .models import BarEvaluation, Condition, ConditionSubscription
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +137,12 @@ def condition_status(condition_id: str) -> dict | None:
     if condition is None:
         return None
     latest = (
-        ConditionEvaluation.objects.filter(condition_id=condition_id)
-        .order_by("-candle_time")
-        .values("candle_time", "indicator_values", "evaluated_at")
+        BarEvaluation.objects.holding(condition_id, condition.symbol)
+        .values("timeframe", "candle_time", "evaluated_at", "condition_values")
         .first()
     )
+    if latest is not None:
+        latest["indicator_values"] = latest.pop("condition_values")
     return {
         "condition_id": condition.condition_id,
         "symbol": condition.symbol,

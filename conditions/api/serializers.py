@@ -143,6 +143,7 @@ class SubscriptionFilterSerializer(serializers.Serializer):
 
 
 class LatestEvaluationSerializer(serializers.Serializer):
+    timeframe = serializers.CharField(help_text="the timeframe of the pair that evaluated it")
     candle_time = serializers.DateTimeField()
     evaluated_at = serializers.DateTimeField()
     values = serializers.JSONField(

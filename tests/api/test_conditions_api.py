@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conditions.models import Condition, ConditionEvaluation, ConditionSubscription
+from conditions.models import BarEvaluation, Condition, ConditionSubscription
 from tests.api.error_shape import errors_of
 from tests.factories import BotFactory, ConditionFactory, SubscriptionFactory
 
@@ -207,15 +207,31 @@ def test_status_shows_subscribers_counts_and_the_latest_values(client, user):
         {"bot_id": BotFactory(user=user).pk, "condition_id": condition_id},
         format="json",
     )
-    condition = Condition.objects.get(pk=condition_id)
+    # (in its pair's cache rows, beside another condition; a later row holds
+    # only the other one, and another symbol's row holds an equal id)
+    other = {"left": 1.0, "right": 2.0, "fired": False}
     for hour, rsi in ((10, 35.5), (11, 28.25)):
-        ConditionEvaluation.objects.create(
-            condition=condition,
+        BarEvaluation.objects.create(
             symbol="BTCUSDT",
             timeframe="1h",
             candle_time=datetime(2024, 5, 1, hour, tzinfo=UTC),
-            indicator_values={"left": rsi, "right": 30.0, "fired": rsi < 30},
+            indicator_values={
+                condition_id: {"left": rsi, "right": 30.0, "fired": rsi < 30},
+                "cd" * 32: other,
+            },
         )
+    BarEvaluation.objects.create(
+        symbol="BTCUSDT",
+        timeframe="1h",
+        candle_time=datetime(2024, 5, 1, 12, tzinfo=UTC),
+        indicator_values={"cd" * 32: other},
+    )
+    BarEvaluation.objects.create(
+        symbol="ETHUSDT",
+        timeframe="1h",
+        candle_time=datetime(2024, 5, 1, 13, tzinfo=UTC),
+        indicator_values={condition_id: other},
+    )
     Condition.objects.filter(pk=condition_id).update(trigger_count=1)
 
     # when its status is read
@@ -226,11 +242,12 @@ def test_status_shows_subscribers_counts_and_the_latest_values(client, user):
     status = response.json()
     assert status["subscribers"] == 1
     assert status["evaluation_count"] == 2
-    latest = ConditionEvaluation.objects.filter(condition=condition).first()
+    latest = BarEvaluation.objects.get(candle_time=datetime(2024, 5, 1, 11, tzinfo=UTC))
     assert status["last_evaluated_at"] == latest.evaluated_at.isoformat().replace("+00:00", "Z")
     assert status["trigger_count"] == 1
     assert status["canonical"]["op"] == "crosses_below"
     assert status["latest_evaluation"]["candle_time"] == "2024-05-01T11:00:00Z"
+    assert status["latest_evaluation"]["timeframe"] == "1h"
     assert status["latest_evaluation"]["values"] == {"left": 28.25, "right": 30.0, "fired": True}
 
 

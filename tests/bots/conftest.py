@@ -1,3 +1,3 @@
 """The real-worker harness of the pipeline tests, shared with the bot tests."""
 
-from tests.pipeline.conftest import namespace, processes, replay_market, stub  # noqa: F401
+from tests.pipeline.conftest import live, namespace, processes, replay_market, stub  # noqa: F401

@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 
 from alerts.models import Alert, Notification, OutboxMessage, WebhookDelivery, WebhookSecret
 from bots.models import Bot, DealEvent, PaperOrder
-from conditions.models import ConditionEvaluation, ConditionTrigger, EvaluationCursor
+from conditions.models import BarEvaluation, ConditionTrigger, EvaluationCursor
 from tests.factories import (
     AlertFactory,
     AlertTriggerFactory,
@@ -37,12 +37,11 @@ def populated():
     )
     order = OrderFactory(deal__bot=subscription.bot)
     bar = datetime(2018, 1, 10, 12, 35, tzinfo=UTC)
-    ConditionEvaluation.objects.create(
-        condition=subscription.condition,
+    BarEvaluation.objects.create(
         symbol="ETHBTC",
         timeframe="5m",
         candle_time=bar,
-        indicator_values={"left": 28.1},
+        indicator_values={subscription.condition_id: {"left": 28.1, "fired": False}},
     )
     ConditionTrigger.objects.create(
         condition=subscription.condition, symbol="ETHBTC", timeframe="5m", candle_time=bar
@@ -104,9 +103,19 @@ def test_changelists_accept_their_filters_and_search(staff_client, populated):
 
 
 def test_the_evaluation_cache_page_lists_evaluations(staff_client, populated):
-    response = staff_client.get(reverse("admin:conditions_evaluation_cache"), {"symbol": "ethbtc"})
-    assert response.status_code == 200
-    assert b"28.1" in response.content
+    page = reverse("admin:conditions_evaluation_cache")
+    condition = BarEvaluation.objects.get().indicator_values.popitem()[0]
+
+    by_pair = staff_client.get(page, {"symbol": "ethbtc"})
+    of_condition = staff_client.get(page, {"condition": condition})
+    of_another = staff_client.get(page, {"condition": "ab" * 32})
+    its_page = staff_client.get(reverse("admin:conditions_condition_change", args=[condition]))
+
+    assert by_pair.status_code == 200
+    assert "<td>ETHBTC</td><td>5m</td>" in by_pair.content.decode()
+    assert "28.1" in of_condition.content.decode()
+    assert "No evaluations." in of_another.content.decode()
+    assert "28.1" in its_page.content.decode()
 
 
 def test_admin_is_refused_to_a_logged_in_user_who_is_not_staff(client, populated):
@@ -200,7 +209,7 @@ def test_logs_cannot_be_edited_or_deleted_from_the_admin(staff_client, populated
 
 def test_the_status_page_shows_how_much_sharing_saves(staff_client, populated):
     # given one condition used by a bot and by two alerts
-    shared = ConditionEvaluation.objects.first().condition
+    shared = ConditionTrigger.objects.first().condition
     for alert in (Alert.objects.first(), AlertFactory()):
         alert.conditions.add(shared)
     # when an operator opens the status page

@@ -9,7 +9,7 @@ from django.db import DataError, IntegrityError, transaction
 
 from alerts.models import AlertTrigger
 from bots.models import Deal, Order
-from conditions.models import ConditionEvaluation, ConditionSubscription, ConditionTrigger
+from conditions.models import BarEvaluation, ConditionSubscription, ConditionTrigger
 from tests.factories import (
     AlertFactory,
     AlertTriggerFactory,
@@ -122,7 +122,7 @@ def test_only_one_active_subscription_per_bot_and_condition():
     )
 
 
-def test_a_condition_triggers_once_per_candle_and_is_evaluated_once_per_candle():
+def test_a_condition_triggers_once_per_candle_and_a_pair_is_evaluated_once_per_candle():
     condition = ConditionFactory()
     ConditionTrigger.objects.create(
         condition=condition, symbol="ETHBTC", timeframe="5m", candle_time=BAR
@@ -131,21 +131,20 @@ def test_a_condition_triggers_once_per_candle_and_is_evaluated_once_per_candle()
         ConditionTrigger.objects.create(
             condition=condition, symbol="ETHBTC", timeframe="5m", candle_time=BAR
         )
-    ConditionEvaluation.objects.create(
-        condition=condition,
+    BarEvaluation.objects.create(
         symbol="ETHBTC",
         timeframe="5m",
         candle_time=BAR,
-        indicator_values={"left": 1},
+        indicator_values={condition.pk: {"left": 1}},
     )
     with pytest.raises(IntegrityError), transaction.atomic():
-        ConditionEvaluation.objects.create(
-            condition=condition,
-            symbol="ETHBTC",
-            timeframe="5m",
-            candle_time=BAR,
-            indicator_values={},
+        BarEvaluation.objects.create(
+            symbol="ETHBTC", timeframe="5m", candle_time=BAR, indicator_values={}
         )
+    # Another pair of the symbol has a row of its own at that open time.
+    BarEvaluation.objects.create(
+        symbol="ETHBTC", timeframe="15m", candle_time=BAR, indicator_values={}
+    )
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from alerts import evaluation, evaluation_store
 from alerts.models import Alert, AlertTrigger, Notification, OutboxMessage
 from conditions import metrics
 from conditions.engine.plan import EvaluationPlan
-from conditions.models import Condition, ConditionEvaluation, ConditionTrigger, EvaluationCursor
+from conditions.models import BarEvaluation, Condition, ConditionTrigger, EvaluationCursor
 from conditions.services import subscribe
 from tests.conftest import postgres_session
 from tests.factories import BotFactory, RegisteredAlertFactory, UserFactory
@@ -47,6 +47,15 @@ def fired_bars(alert: Alert) -> list[int]:
 def condition_of(alert: Alert) -> Condition:
     """The alert's one registry condition, with its evaluations counted."""
     return Condition.objects.with_evaluations().get(alerts=alert)
+
+
+def cached(condition_id: str) -> list[tuple[int, dict]]:
+    """The condition's values in the cache rows of ETHBTC's pairs, by bar
+    (open time, ms), oldest first."""
+    rows = BarEvaluation.objects.holding(condition_id, "ETHBTC").values_list(
+        "candle_time", "condition_values"
+    )
+    return [(int(opened.timestamp() * 1000), values) for opened, values in reversed(rows)]
 
 
 def test_an_alert_fires_once_per_bar_however_often_its_pair_is_evaluated(
@@ -145,7 +154,7 @@ def test_a_paused_alert_is_not_evaluated(live):
     paused.refresh_from_db()
     assert paused.status == Alert.Status.PAUSED
     # Its condition, used by no one else, was not even computed.
-    assert not ConditionEvaluation.objects.filter(condition=condition_of(paused)).exists()
+    assert cached(condition_of(paused).pk) == []
     assert condition_of(paused).evaluation_count == 0
 
 
@@ -369,13 +378,12 @@ def test_a_registry_row_deleted_after_a_worker_wrote_to_it_is_registered_again(
 ):
     # A worker remembers which conditions the registry holds, so as not to ask
     # every bar; an operator deleting one, however, must not make its
-    # evaluation fail, nor leave cache rows of a condition that is gone.
+    # evaluation fail.
     alert = RegisteredAlertFactory()
     condition = condition_of(alert)
     evaluate_ethbtc()
-    assert ConditionEvaluation.objects.filter(condition_id=condition.pk).exists()
+    assert [opened for opened, _ in cached(condition.pk)] == [bar(-1)]
     REMOVALS[removal](condition.pk)
-    assert not ConditionEvaluation.objects.filter(condition_id=condition.pk).exists()
     live.advance(FIVE_MINUTES)
 
     with caplog.at_level(logging.WARNING, logger="alerts.evaluation"):
@@ -383,9 +391,10 @@ def test_a_registry_row_deleted_after_a_worker_wrote_to_it_is_registered_again(
 
     assert "registering them again" in caplog.text
     registered = Condition.objects.with_evaluations().get(pk=condition.pk)
-    assert (registered.evaluation_count, registered.trigger_count) == (1, 1)
-    cached = ConditionEvaluation.objects.filter(condition=registered)
-    assert [int(row.candle_time.timestamp() * 1000) for row in cached] == [bar(0)]
+    # Its values at the bar before the deletion stay in the pair's cache row:
+    # they are what was evaluated then. Its trigger counter started again.
+    assert (registered.evaluation_count, registered.trigger_count) == (2, 1)
+    assert [opened for opened, _ in cached(condition.pk)] == [bar(-1), bar(0)]
     assert report.condition_triggers == 1
     assert fired_bars(alert) == [bar(-1), bar(0)]
 
@@ -415,7 +424,7 @@ def test_a_condition_deleted_on_another_pair_of_its_symbol_is_registered_again(l
 
     assert "registering them again" in caplog.text
     assert report.condition_triggers == 1
-    assert Condition.objects.with_evaluations().get(pk=gone).evaluation_count == 1
+    assert Condition.objects.with_evaluations().get(pk=gone).evaluation_count == 2
     assert condition_of(fifteen).evaluation_count == 1
 
 
@@ -576,11 +585,15 @@ def test_each_condition_is_evaluated_once_per_bar_into_the_cache_and_counted_in_
     evaluate_ethbtc()
 
     bars = [bar(i) for i in range(-1, 4)]
+    # One cache row per bar of the pair, holding both conditions.
+    rows = BarEvaluation.objects.filter(symbol="ETHBTC", timeframe="5m").order_by("candle_time")
+    assert [int(row.candle_time.timestamp() * 1000) for row in rows] == bars
+    assert all(len(row.indicator_values) == 2 for row in rows)
     for condition in (condition_of(first), condition_of(rsi)):
-        rows = ConditionEvaluation.objects.filter(condition=condition).order_by("candle_time")
-        assert [int(r.candle_time.timestamp() * 1000) for r in rows] == bars
-        assert all(r.indicator_values["fired"] is True for r in rows)
-        assert all(r.indicator_values["left"] is not None for r in rows)
+        values = cached(condition.pk)
+        assert [opened for opened, _ in values] == bars
+        assert all(value["fired"] is True for _, value in values)
+        assert all(value["left"] is not None for _, value in values)
         triggers = ConditionTrigger.objects.filter(condition=condition).count()
         assert triggers == len(bars)
         assert condition.evaluation_count == len(bars)
@@ -638,7 +651,7 @@ def test_the_evaluation_cache_holds_what_the_engine_computed_for_every_kind_of_r
         plan = EvaluationPlan.from_identified({condition.pk: condition.indicator_config})
         series = plan.run(candles, "5m").series[condition.pk]
         expected = {**series.values_at(-1), "fired": bool(series.fired[-1])}
-        stored[kind] = ConditionEvaluation.objects.get(condition=condition).indicator_values
+        ((_, stored[kind]),) = cached(condition.pk)
         assert stored[kind] == expected, kind
     assert stored["value"]["right"] == 101
     assert stored["channel"]["right"] == {"lower": 0, "upper": 100}

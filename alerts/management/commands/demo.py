@@ -44,7 +44,7 @@ from bots.models import Bot, Deal, PaperOrder
 from bots.services import subscribe_entry
 from conditions.marketdata.replay import as_epoch_ms
 from conditions.models import (
-    ConditionEvaluation,
+    BarEvaluation,
     ConditionSubscription,
     ConditionTrigger,
     EvaluationCursor,
@@ -151,7 +151,7 @@ class Command(StrictCommand):
         AlertTrigger.objects.filter(alert__in=demo_alerts).delete()
         OutboxMessage.objects.all().delete()
         ConditionTrigger.objects.all().delete()
-        ConditionEvaluation.objects.all().delete()
+        BarEvaluation.objects.all().delete()
         EvaluationCursor.objects.all().delete()
         cache.clear()
         broker = Path(
@@ -340,7 +340,7 @@ class Command(StrictCommand):
     def progress(self, started: float, speed: float, receiver: WebhookReceiver):
         replay_ms = as_epoch_ms(REPLAY_START) + (time.monotonic() - started) * speed * 1000
         last = (
-            ConditionEvaluation.objects.order_by("-candle_time")
+            BarEvaluation.objects.order_by("-candle_time")
             .values_list("candle_time", flat=True)
             .first()
         )
