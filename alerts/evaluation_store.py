@@ -150,6 +150,8 @@ class PairWrites:
         """Write the pair's cache row of each bar and the triggers of the
         conditions that held.
         RegistryMoved when a condition has no registry row."""
+        if not bars.ids:
+            return
         known = set(Condition.objects.filter(pk__in=bars.ids).values_list("pk", flat=True))
         if missing := set(bars.ids) - known:
             raise RegistryMoved(missing)
@@ -468,10 +470,10 @@ class _BinaryArrayDumper(Dumper):
 
 
 # What a pair's evaluation writes to the registry side, under its symbol's
-# lock (`_LOCK_SYMBOL`), in one statement. A row per condition and bar, its
-# values' JSON built by the database from one array per value (NaN is a
-# missing value; `kind` says whether the right side is absent, a value, or a
-# channel); a trigger's value is the same without `fired`. The triggers of
+# lock (`_LOCK_SYMBOL`), in one statement. Its input, a row per condition and
+# bar, each condition's values' JSON built by the database from one array per
+# value (NaN is a missing value; `kind` says whether the right side is absent,
+# a value, or a channel); a trigger's value is the same without `fired`. The triggers of
 # the conditions that held, with their subscribers counted (active
 # subscriptions, and active alerts, whose links say so: alerts migration
 # 0002), for registered conditions only; the trigger counters of their

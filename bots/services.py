@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import numpy as np
@@ -12,8 +12,13 @@ from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from conditions.engine.playbook import NormalizedAlert, alert_signal, normalize_alert
-from conditions.engine.timeframes import timeframe_ms
-from conditions.models import BarEvaluation, ConditionSubscription, ConditionTrigger
+from conditions.engine.timeframes import bar_open_floor, next_bar_open, timeframe_ms
+from conditions.models import (
+    BarEvaluation,
+    ConditionSubscription,
+    ConditionTrigger,
+    EvaluationCursor,
+)
 from conditions.services import register_canonical, subscribe, unsubscribe_bot
 
 from . import deals
@@ -106,63 +111,77 @@ def delete_bot(bot: Bot) -> None:
     bot.delete()
 
 
-def entry_holds(playbook: NormalizedAlert, trigger: ConditionTrigger) -> bool:
-    """Whether the whole entry playbook holds at the trigger's bar, from the
-    cache rows of the pair that evaluated it (its last `validity_bars`): a
-    trigger of one of its conditions is not enough when the playbook has
-    several. A condition of another timeframe counts at its latest bar
-    closed by then; one with no evaluation there has not fired."""
+class EntryNotReady(Exception):
+    """A pair whose bar an entry playbook needs has not evaluated it yet (the
+    pairs of a symbol that close together are evaluated by separate tasks):
+    the decision is taken again shortly."""
+
+
+def entry_holds(
+    playbook: NormalizedAlert, trigger: ConditionTrigger, *, wait: bool = False
+) -> bool:
+    """Whether the whole entry playbook holds when the trigger's bar closes:
+    a trigger of one of its conditions is not enough when it has several.
+
+    Its steps are read from the cache rows of their own pairs, at the bars of
+    the bot's base timeframe closed by then (the last `validity_bars` of
+    them), each step at its own timeframe's bar closed at or before each base
+    bar's close, as the engine aligns them. A bar with no row has not fired;
+    with `wait`, EntryNotReady when a step's pair has not reached its bar yet."""
     if len(playbook.steps) == 1:
         return True
-    symbol, timeframe = trigger.symbol, trigger.timeframe
-    window = max(step.validity_bars for step in playbook.steps)
-    steps = {step.condition_id: step.canonical["timeframe"] for step in playbook.steps}
-    axis = fired_by_bar(symbol, timeframe, list(steps), trigger.candle_time, window)
-    times = axis.pop("candle_time")
-    if len(times) == 0 or times[-1] != _epoch_ms(trigger.candle_time):
-        return False
-    closes = times + _timeframe_s(timeframe) * 1000
-    for cid, other in steps.items():
-        if other == timeframe:
-            continue
-        # Its own timeframe's latest bar closed at or before each of the axis's
-        # closes: those opened from a bar before the first close's.
-        step_ms = _timeframe_s(other) * 1000
-        first, last = _from_epoch_ms(closes[0] - 2 * step_ms), _from_epoch_ms(closes[-1] - step_ms)
-        own = fired_by_bar(symbol, other, [cid], last, first_open=first)
-        latest = np.searchsorted(own["candle_time"] + step_ms, closes, side="right") - 1
-        held = np.append(own[cid], False)  # index -1: no bar of its closed by then
-        axis[cid] = held[latest]
-    return bool(alert_signal(playbook, axis)[-1])
+    symbol, base = trigger.symbol, playbook.base_timeframe
+    decided_ms = next_bar_open(_epoch_ms(trigger.candle_time), trigger.timeframe)
+    opens = [_closed_before(decided_ms, base)]
+    for _ in range(max(step.validity_bars for step in playbook.steps) - 1):
+        opens.append(_closed_before(opens[-1], base))
+    closes = next_bar_open(np.array(opens[::-1], dtype=np.int64), base)
+    by_timeframe: dict[str, list[str]] = {}
+    for step in playbook.steps:
+        by_timeframe.setdefault(step.canonical["timeframe"], []).append(step.condition_id)
+    raw: dict[str, np.ndarray] = {}
+    for timeframe, ids in by_timeframe.items():
+        own = _closed_before(closes, timeframe)
+        if wait:
+            cursor = EvaluationCursor.objects.filter(symbol=symbol, timeframe=timeframe).first()
+            if cursor is None or _epoch_ms(cursor.last_bar) < own[-1]:
+                raise EntryNotReady(f"{symbol} {timeframe} has not evaluated {own[-1]} yet")
+        raw.update(fired_at(symbol, timeframe, ids, own))
+    return bool(alert_signal(playbook, raw)[-1])
 
 
-def fired_by_bar(
-    symbol: str,
-    timeframe: str,
-    ids: list[str],
-    last_open: datetime,
-    bars: int | None = None,
-    first_open: datetime | None = None,
+def fired_at(
+    symbol: str, timeframe: str, ids: list[str], opens: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Whether each condition fired at the pair's evaluated bars opened at or
-    before `last_open` (its last `bars`, or those opened from `first_open`),
-    oldest first, with the bars' open times (ms) as `candle_time`. Only the
-    conditions' flags are read from the rows."""
+    """Whether each condition fired at the pair's bars opened at `opens` (ms),
+    from its cache rows: only the conditions' flags are read. A bar with no
+    row, or a row without the condition, has not fired."""
     fired = {
         f"c{i}": KeyTransform("fired", KeyTransform(cid, "indicator_values"))
         for i, cid in enumerate(ids)
     }
-    rows = BarEvaluation.objects.filter(
-        symbol=symbol, timeframe=timeframe, candle_time__lte=last_open
+    rows = (
+        BarEvaluation.objects.filter(
+            symbol=symbol,
+            timeframe=timeframe,
+            candle_time__gte=_from_epoch_ms(opens.min()),
+            candle_time__lte=_from_epoch_ms(opens.max()),
+        )
+        .annotate(**fired)
+        .values_list("candle_time", *fired)
     )
-    if first_open is not None:
-        rows = rows.filter(candle_time__gte=first_open)
-    rows = rows.annotate(**fired).order_by("-candle_time").values_list("candle_time", *fired)
-    found = list(rows[:bars] if bars is not None else rows)[::-1]
-    columns = {"candle_time": np.array([_epoch_ms(row[0]) for row in found], dtype=np.int64)}
-    for i, cid in enumerate(ids):
-        columns[cid] = np.array([row[i + 1] is True for row in found], dtype=bool)
-    return columns
+    at = {_epoch_ms(opened): flags for opened, *flags in rows}
+    never = [None] * len(ids)
+    return {
+        cid: np.array([at.get(int(opened), never)[i] is True for opened in opens], dtype=bool)
+        for i, cid in enumerate(ids)
+    }
+
+
+def _closed_before(ms, timeframe: str):
+    """Open time of the last `timeframe` bar closed at or before `ms` (an int
+    or an int64 array)."""
+    return bar_open_floor(bar_open_floor(ms, timeframe) - 1, timeframe)
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -173,9 +192,13 @@ def _from_epoch_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
 
 
-def handle_condition_trigger(subscription_id: int, condition_trigger_id: int) -> None:
+def handle_condition_trigger(
+    subscription_id: int, condition_trigger_id: int, *, wait: bool = False
+) -> None:
     """A registry condition a bot subscribes to fired: an entry, a safety
-    level or a stop loss, as the subscription's bot_config says."""
+    level or a stop loss, as the subscription's bot_config says. With
+    `wait`, EntryNotReady when the entry's decision needs a bar not evaluated
+    yet (see entry_holds)."""
     subscription = (
         ConditionSubscription.objects.select_related("bot")
         .filter(pk=subscription_id, active=True)
@@ -190,18 +213,15 @@ def handle_condition_trigger(subscription_id: int, condition_trigger_id: int) ->
     bot = subscription.bot
     config = subscription.bot_config or {}
     role = config.get("role", "entry")
-    candle_ms = int(trigger.candle_time.timestamp() * 1000)
+    candle_ms = _epoch_ms(trigger.candle_time)
     if role == "entry":
         playbook = entry_playbook(bot)
-        if playbook is not None and entry_holds(playbook, trigger):
-            # The bar's close: the decision is taken when the bar has closed.
-            close_ms = candle_ms + int(
-                timedelta(seconds=_timeframe_s(bot.base_timeframe)).total_seconds() * 1000
-            )
+        if playbook is not None and entry_holds(playbook, trigger, wait=wait):
+            # The decision is taken when the trigger's bar has closed.
             deals.open_deal(
                 bot.pk,
                 f"entry-{candle_ms}",
-                close_ms,
+                next_bar_open(candle_ms, trigger.timeframe),
                 f"entry condition {trigger.condition_id[:12]}",
             )
     elif role == "safety":

@@ -15,9 +15,15 @@ from .exchanges.base import ExchangeRateLimited
 logger = logging.getLogger(__name__)
 
 
-@shared_task(ignore_result=True, max_retries=5)
-def bot_action(subscription_id: int, condition_trigger_id: int) -> None:
-    services.handle_condition_trigger(subscription_id, condition_trigger_id)
+@shared_task(bind=True, ignore_result=True, max_retries=5)
+def bot_action(self, subscription_id: int, condition_trigger_id: int) -> None:
+    # An entry whose decision needs a bar another pair has not evaluated yet
+    # waits for it; at the last attempt it is decided on what is there.
+    wait = self.request.retries < self.max_retries
+    try:
+        services.handle_condition_trigger(subscription_id, condition_trigger_id, wait=wait)
+    except services.EntryNotReady as exc:
+        raise self.retry(countdown=2 * (1 + self.request.retries)) from exc
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=8)

@@ -39,7 +39,6 @@ class ConditionAdmin(admin.ModelAdmin):
         "operator",
         "active_subscribers",
         "trigger_count",
-        "last_evaluated",
         "last_triggered_at",
     )
     list_filter = ("timeframe", "condition_type", "symbol")
@@ -63,18 +62,18 @@ class ConditionAdmin(admin.ModelAdmin):
     def operator(self, obj: Condition) -> str:
         return obj.indicator_config.get("op", "")
 
-    @admin.display(description="last evaluated at", ordering="last_evaluated_at")
+    @admin.display(description="last evaluated at")
     def last_evaluated(self, obj: Condition):
-        return obj.last_evaluated_at
+        # On the page of one condition only, as the count below: its rows are
+        # found among its symbol's, newest first.
+        rows = BarEvaluation.objects.holding(obj.condition_id, obj.symbol)
+        return rows.values_list("evaluated_at", flat=True).first()
 
-    @admin.display(description="bars evaluated")
+    @admin.display(description="pairs' bars evaluated")
     def evaluation_count(self, obj: Condition) -> int:
         # On the page of one condition only: a list would look into every
         # cache row of the symbol of each condition it shows.
         return BarEvaluation.objects.holding(obj.condition_id, obj.symbol).count()
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).with_last_evaluated()
 
     @admin.display(description="subscribers")
     def active_subscribers(self, obj: Condition) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -12,6 +14,7 @@ from django.db.models.lookups import Range
 from conditions.engine.timeframes import TIMEFRAMES
 
 TIMEFRAME_CHOICES = [(tf, tf) for tf in TIMEFRAMES]
+_CONDITION_ID = re.compile(r"[0-9a-f]{64}")
 SYMBOL_CHARACTERS = "A-Z0-9"  # 2 to 20 of them
 
 
@@ -59,7 +62,7 @@ class ConditionQuerySet(models.QuerySet):
 
     def with_last_evaluated(self) -> ConditionQuerySet:
         """`last_evaluated_at`: when the latest bar it was evaluated at was."""
-        latest = _cache_rows().order_by("-candle_time").values("evaluated_at")[:1]
+        latest = _cache_rows().order_by("-candle_time", "timeframe").values("evaluated_at")[:1]
         return self.annotate(last_evaluated_at=models.Subquery(latest))
 
     def with_evaluation_count(self) -> ConditionQuerySet:
@@ -164,13 +167,16 @@ class BarEvaluationQuerySet(models.QuerySet):
     def holding(self, condition_id: str, symbol: str | None = None) -> BarEvaluationQuerySet:
         """The rows that hold a condition (its symbol's, when given: the
         others cannot), newest first, each with its values there as
-        `condition_values`."""
+        `condition_values`. Nothing for what is not a condition id (on
+        SQLite the id goes into a JSON path)."""
+        if not _CONDITION_ID.fullmatch(condition_id):
+            return self.none()
         rows = self.filter(HoldsCondition(models.Value(condition_id)))
         if symbol is not None:
             rows = rows.filter(symbol=symbol)
         return rows.annotate(
             condition_values=KeyTransform(condition_id, "indicator_values")
-        ).order_by("-candle_time", "-evaluated_at")
+        ).order_by("-candle_time", "symbol", "timeframe")
 
 
 class BarEvaluation(models.Model):
@@ -179,9 +185,9 @@ class BarEvaluation(models.Model):
     condition's id to its values there ({"left", "right", "fired"}).
 
     One row per pair and bar, not one per condition and bar: a cycle of
-    `manage.py bench` writes ~600 rows instead of ~103,000, and each of
-    those cost PostgreSQL a heap tuple, an index entry and a conflict check
-    (a third of its work in the cycle). A condition's own evaluations are
+    `manage.py bench` writes ~600 rows (one bar of each of its 600 pairs)
+    instead of ~103,000, each of which cost PostgreSQL a heap tuple, an index
+    entry and a conflict check (a third of its work in the cycle). A condition's own evaluations are
     found by its symbol and id (`HoldsCondition`, `conditions.services`);
     those of a condition deleted from the registry stay in its pairs' rows,
     as what was evaluated then."""
@@ -206,9 +212,6 @@ class BarEvaluation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.timeframe} @ {self.candle_time:%Y-%m-%d %H:%M}"
-
-    def values_of(self, condition_id: str) -> dict | None:
-        return self.indicator_values.get(condition_id)
 
 
 class ConditionTrigger(models.Model):

@@ -164,7 +164,7 @@ class ConditionStatusSerializer(serializers.Serializer):
     )
     last_triggered_at = serializers.DateTimeField(allow_null=True)
     evaluation_count = serializers.IntegerField(
-        help_text="the closed bars it was evaluated at, each counted once"
+        help_text="the closed bars it was evaluated at, once per pair that evaluated it"
     )
     trigger_count = serializers.IntegerField()
     latest_evaluation = LatestEvaluationSerializer(allow_null=True)

@@ -5,12 +5,13 @@ from django.db import DatabaseError, migrations, models, transaction
 from tradeeon.migration_sql import on_postgresql
 
 # The cache becomes a row per pair and bar holding every condition's values
-# (conditions.models.BarEvaluation); its old rows, a row per condition and
-# bar, are dropped: it is a cache of what the engine computes again from the
-# candles. Deleting a registry row no longer deletes cache rows (its values
-# stay in its pairs' rows, as what was evaluated then): it still takes its
-# symbol's write lock and moves the symbol's registry generation
-# (migration 0007).
+# (conditions.models.BarEvaluation). Its old rows, a row per condition and
+# bar, are folded into the new ones, keyed by condition id: bots' entry
+# playbooks read their validity windows from them, and evaluation only ever
+# writes bars after a pair's cursor. Deleting a registry row no longer
+# deletes cache rows (its values stay in its pairs' rows, as what was
+# evaluated then): it still takes its symbol's write lock and moves the
+# symbol's registry generation (migration 0007).
 ROW_DELETED = """
 CREATE OR REPLACE FUNCTION condition_registry_row_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -60,6 +61,30 @@ def compress_with_lz4(apps, schema_editor):
         pass
 
 
+OLD_TABLE = "condition_evaluation_cache_by_condition"
+FOLD = {
+    "postgresql": f"""
+        INSERT INTO condition_evaluation_cache
+            (symbol, timeframe, candle_time, indicator_values, evaluated_at)
+        SELECT symbol, timeframe, candle_time, jsonb_object_agg(condition_id, indicator_values),
+            max(evaluated_at)
+        FROM {OLD_TABLE} GROUP BY symbol, timeframe, candle_time
+    """,
+    "sqlite": f"""
+        INSERT INTO condition_evaluation_cache
+            (symbol, timeframe, candle_time, indicator_values, evaluated_at)
+        SELECT symbol, timeframe, candle_time,
+            json_group_object(condition_id, json(indicator_values)), max(evaluated_at)
+        FROM {OLD_TABLE} GROUP BY symbol, timeframe, candle_time
+    """,
+}
+
+
+def fold_old_rows(apps, schema_editor):
+    schema_editor.execute(FOLD[schema_editor.connection.vendor])
+    schema_editor.execute(f"DROP TABLE {OLD_TABLE}")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -68,8 +93,20 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(on_postgresql(ROW_DELETED), on_postgresql(ROW_DELETED_BEFORE)),
-        migrations.DeleteModel(
-            name='ConditionEvaluation',
+        # The old table is kept aside under another name until its rows are
+        # folded into the new one (not reversible: the old rows are gone).
+        migrations.SeparateDatabaseAndState(
+            database_operations=[
+                migrations.AlterModelTable(name='ConditionEvaluation', table=OLD_TABLE),
+            ],
+            state_operations=[migrations.DeleteModel(name='ConditionEvaluation')],
+        ),
+        # Its primary key's index keeps its name through the rename: the new
+        # table's would clash with it.
+        migrations.RunPython(
+            on_postgresql(
+                f"ALTER INDEX condition_evaluation_cache_pkey RENAME TO {OLD_TABLE}_pkey"
+            )
         ),
         migrations.CreateModel(
             name='BarEvaluation',
@@ -87,5 +124,6 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['symbol', '-candle_time'], name='evaluation_symbol_time')],
             },
         ),
+        migrations.RunPython(fold_old_rows),
         migrations.RunPython(compress_with_lz4, migrations.RunPython.noop),
     ]

@@ -109,12 +109,14 @@ def test_the_evaluation_cache_page_lists_evaluations(staff_client, populated):
     by_pair = staff_client.get(page, {"symbol": "ethbtc"})
     of_condition = staff_client.get(page, {"condition": condition})
     of_another = staff_client.get(page, {"condition": "ab" * 32})
+    not_an_id = staff_client.get(page, {"condition": f'{condition}"."fired'})
     its_page = staff_client.get(reverse("admin:conditions_condition_change", args=[condition]))
 
     assert by_pair.status_code == 200
     assert "<td>ETHBTC</td><td>5m</td>" in by_pair.content.decode()
     assert "28.1" in of_condition.content.decode()
     assert "No evaluations." in of_another.content.decode()
+    assert "No evaluations." in not_an_id.content.decode()
     assert "28.1" in its_page.content.decode()
 
 

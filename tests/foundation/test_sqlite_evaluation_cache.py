@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 READ = """
 import json
 from datetime import UTC, datetime
-from bots.services import fired_by_bar
+from bots.services import fired_at
+import numpy as np
 from conditions.models import BarEvaluation, Condition
 from conditions.services import condition_status
 
@@ -33,7 +34,8 @@ for symbol, timeframe, hour, values in rows:
                                  candle_time=datetime(2018, 1, 17, hour, tzinfo=UTC),
                                  indicator_values=values)
 status = condition_status(ours)
-fired = fired_by_bar("ETHBTC", "5m", [ours, other], datetime(2018, 1, 17, 11, tzinfo=UTC), 5)
+opens = np.array([1516183200000, 1516186800000, 1516190400000])  # 10:00, 11:00, 12:00
+fired = fired_at("ETHBTC", "5m", [ours, other], opens)
 print(json.dumps({
     "count": status["evaluation_count"],
     "latest": [status["latest_evaluation"]["timeframe"],
@@ -61,8 +63,5 @@ def test_a_conditions_rows_are_found_by_its_id_on_sqlite(tmp_path) -> None:
     # Its symbol's rows that hold it: not the row without it, not LTCBTC's.
     assert seen["count"] == seen["annotated"] == 2
     assert seen["latest"] == ["15m", {"left": 2.5, "fired": False}]
-    assert seen["fired"] == {
-        "candle_time": [1516183200000, 1516186800000],
-        "ab" * 32: [True, False],
-        "cd" * 32: [False, True],
-    }
+    # (12:00 has no row: not fired)
+    assert seen["fired"] == {"ab" * 32: [True, False, False], "cd" * 32: [False, True, False]}

@@ -429,8 +429,8 @@ def test_a_condition_deleted_on_another_pair_of_its_symbol_is_registered_again(l
 
 
 def test_deleting_a_condition_waits_for_its_symbols_evaluation_write(live):
-    # Its cache rows have no foreign key: a deletion that did not wait could
-    # leave rows an evaluation was writing.
+    # An evaluation writing to it would not see it go: the deletion waits
+    # for the symbol's write, then moves the symbol's registry generation.
     condition = condition_of(RegisteredAlertFactory())
     with postgres_session() as other:
         other.execute(evaluation_store._LOCK_SYMBOL, [evaluation_store._SYMBOL_LOCKS, "ETHBTC"])
