@@ -213,15 +213,18 @@ def handle_condition_trigger(
     bot = subscription.bot
     config = subscription.bot_config or {}
     role = config.get("role", "entry")
-    candle_ms = _epoch_ms(trigger.candle_time)
     if role == "entry":
         playbook = entry_playbook(bot)
         if playbook is not None and entry_holds(playbook, trigger, wait=wait):
-            # The decision is taken when the trigger's bar has closed.
+            # The decision is taken when the trigger's bar has closed, and
+            # keyed by that moment: the triggers of its steps on several
+            # timeframes that close together (a 5m and a 15m bar at 12:15)
+            # open one deal, however many workers handle them.
+            decided_ms = next_bar_open(_epoch_ms(trigger.candle_time), trigger.timeframe)
             deals.open_deal(
                 bot.pk,
-                f"entry-{candle_ms}",
-                next_bar_open(candle_ms, trigger.timeframe),
+                f"entry-{decided_ms}",
+                decided_ms,
                 f"entry condition {trigger.condition_id[:12]}",
             )
     elif role == "safety":

@@ -31,9 +31,9 @@ def closes_of(*opened: int) -> list[float]:
     return [close[ms] for ms in opened]
 
 
-def bot_entering_on(*steps: tuple[dict, int]) -> NormalizedAlert:
-    """A bot on ETHBTC 5m whose entry needs every (condition, validity in
-    bars), subscribed to its conditions; its entry playbook."""
+def bot_entering_on(*steps: tuple[dict, int], **settings) -> NormalizedAlert:
+    """A running bot on ETHBTC 5m whose entry needs every (condition,
+    validity in bars), subscribed to its conditions; its entry playbook."""
     entry = {
         "mode": "playbook",
         "conditions": [
@@ -47,7 +47,9 @@ def bot_entering_on(*steps: tuple[dict, int]) -> NormalizedAlert:
         ],
         "gateLogic": "ALL",
     }
-    bot = BotFactory(status=Bot.Status.RUNNING, settings={**DCA_SETTINGS, "entry": entry})
+    bot = BotFactory(
+        status=Bot.Status.RUNNING, settings={**DCA_SETTINGS, **settings, "entry": entry}
+    )
     subscribe_entry(bot)
     return entry_playbook(bot)
 
@@ -142,3 +144,32 @@ def test_a_bot_action_retries_until_its_entry_can_be_decided_then_opens_one_deal
         for _ in range(2):
             bot_action.apply(args=(subscription.pk, trigger.pk))
     assert Deal.objects.filter(bot=subscription.bot).count() == 1
+
+
+def test_triggers_of_two_timeframes_closing_together_open_one_deal(
+    live, django_capture_on_commit_callbacks
+):
+    # given a 5m bot that may hold several deals, with a 15m step, both steps
+    # true, up to the 15m bar closing at 12:15 with the 5m bar opened at 12:10
+    playbook = bot_entering_on((ALWAYS, 1), ({**ALWAYS, "timeframe": "15m"}, 1), max_active_deals=3)
+    for _ in range(3):
+        live.advance(FIVE_MINUTES)
+    evaluation.evaluate_symbol("ETHBTC", "5m")
+    evaluation.evaluate_symbol("ETHBTC", "15m")
+    five = ConditionTrigger.objects.get(
+        condition_id=playbook.steps[0].condition_id,
+        candle_time=evaluation.ms_to_datetime(bar(2)),
+    )
+    fifteen = ConditionTrigger.objects.get(
+        condition_id=playbook.steps[1].condition_id, candle_time=evaluation.ms_to_datetime(bar(0))
+    )
+    subscriptions = {s.condition_id: s for s in ConditionSubscription.objects.filter(active=True)}
+
+    # when each trigger's bot action runs
+    with django_capture_on_commit_callbacks(execute=True):
+        for trigger in (five, fifteen):
+            bot_action.apply(args=(subscriptions[trigger.condition_id].pk, trigger.pk))
+
+    # then both decided at 12:15: one deal
+    deals = Deal.objects.filter(bot=subscriptions[five.condition_id].bot)
+    assert [deal.entry_key for deal in deals] == [f"entry-{bar(3)}"]
