@@ -8,7 +8,7 @@ from celery import group, shared_task
 
 from conditions.marketdata.base import RateLimited
 
-from . import dispatch, evaluation, scheduling
+from . import dispatch, evaluation, retention, scheduling
 
 logger = logging.getLogger(__name__)
 
@@ -82,3 +82,16 @@ def deliver_webhook(trigger_id: int, attempt: int) -> None:
 @shared_task(ignore_result=True)
 def sweep_outbox() -> int:
     return dispatch.sweep_outbox()
+
+
+@shared_task(ignore_result=True)
+def prune() -> dict:
+    """Beat, hourly: the evaluation cache and done outbox messages past their
+    retention (alerts/retention.py)."""
+    pruned = retention.prune(evaluation.market().source.server_time_ms())
+    logger.info(
+        "pruned %d evaluation cache row(s) and %d done outbox message(s)",
+        pruned.evaluations,
+        pruned.outbox_messages,
+    )
+    return {"evaluations": pruned.evaluations, "outbox_messages": pruned.outbox_messages}

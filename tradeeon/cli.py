@@ -3,6 +3,7 @@ line to stderr and exits 2, never a usage dump or a traceback."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
@@ -18,7 +19,7 @@ class InputError(CommandError):
 class StrictCommand(BaseCommand):
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
-        command = f"{prog_name} {subcommand}"
+        command = f"{os.path.basename(prog_name)} {subcommand}"
 
         def one_line_error(message: str):
             if parser.called_from_command_line:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from celery.schedules import schedule
+from celery.schedules import crontab, schedule
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -41,6 +41,13 @@ def env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
+
+
+def env_days(name: str, default: int) -> int:
+    days = env_int(name, default)
+    if days < 1:
+        raise ImproperlyConfigured(f"{name} must be a number of days, at least 1, got {days}")
+    return days
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -275,6 +282,11 @@ EVALUATION_EXPIRES_S = env_int("EVALUATION_EXPIRES_S", 30)
 # Outbox work sent but not done after this long is presumed lost with its
 # worker (or the broker) and sent again by the sweeper.
 OUTBOX_SWEEP_AFTER_S = float(env_str("OUTBOX_SWEEP_AFTER_S", "30"))
+# Retention (alerts/retention.py, hourly): the evaluation cache's bars, by
+# market time, plus the longest window a bot's entry reads on their symbol;
+# done outbox messages, by wall time (at least the webhook sweep's 6 hours).
+EVALUATION_CACHE_RETENTION_DAYS = env_days("EVALUATION_CACHE_RETENTION_DAYS", 30)
+OUTBOX_RETENTION_DAYS = env_days("OUTBOX_RETENTION_DAYS", 7)
 # A new or submitted order younger than this is left to its own place_order task by reconciliation.
 ORDER_SETTLE_S = float(env_str("ORDER_SETTLE_S", "30"))
 
@@ -331,6 +343,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "alerts.tasks.sweep_outbox",
         "schedule": schedule(15.0),
         "options": {"expires": 30},
+    },
+    "prune": {
+        "task": "alerts.tasks.prune",
+        "schedule": crontab(minute=17),
+        "options": {"expires": 1800},
     },
 }
 

@@ -127,5 +127,13 @@ def test_a_malformed_number_names_the_variable(tmp_path):
     assert "ALERT_RUNNER_POLL_MS must be an integer" in result.stderr
 
 
+def test_a_retention_under_a_day_names_the_variable(tmp_path):
+    result = run_settings({"EVALUATION_CACHE_RETENTION_DAYS": "0"}, tmp_path)
+    assert result.returncode != 0
+    assert "EVALUATION_CACHE_RETENTION_DAYS must be a number of days, at least 1, got 0" in (
+        result.stderr
+    )
+
+
 def test_migrations_are_complete(db):
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)

@@ -1,6 +1,7 @@
 """The evaluation cache's readers on SQLite, the embedded default: a
 condition's rows are found by its id inside each pair's row (json_type there,
-jsonb's `?` on PostgreSQL, where the rest of the suite runs)."""
+jsonb's `?` on PostgreSQL, where the rest of the suite runs), and pruned
+by age."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.slow
 READ = """
 import json
 from datetime import UTC, datetime
+from alerts import retention
 from bots.services import fired_at
 import numpy as np
 from conditions.models import BarEvaluation, Condition
@@ -42,6 +44,8 @@ print(json.dumps({
                status["latest_evaluation"]["indicator_values"]],
     "annotated": Condition.objects.with_evaluations().get().evaluation_count,
     "fired": {key: column.tolist() for key, column in fired.items()},
+    "pruned": retention.prune(1516190400000 + 86_400_000 - 1_800_000, cache_days=1).evaluations,
+    "left": sorted(BarEvaluation.objects.values_list("timeframe", "candle_time__hour")),
 }))
 """
 
@@ -65,3 +69,7 @@ def test_a_conditions_rows_are_found_by_its_id_on_sqlite(tmp_path) -> None:
     assert seen["latest"] == ["15m", {"left": 2.5, "fired": False}]
     # (12:00 has no row: not fired)
     assert seen["fired"] == {"ab" * 32: [True, False, False], "cd" * 32: [False, True, False]}
+    # A day of cache kept, on 2018-01-18 at 11:30: the bars before 2018-01-17
+    # 11:30 go (ETHBTC's 5m at 10:00 and 11:00), the others stay.
+    assert seen["pruned"] == 2
+    assert seen["left"] == [["15m", 12], ["5m", 13]]
