@@ -310,7 +310,7 @@ def _attempt_webhook(trigger: AlertTrigger, attempt: int, secret: WebhookSecret)
         return None
     url = (trigger.alert.action or {}).get("url", "")
     try:
-        webhooks.check_webhook_url(url)
+        addresses = webhooks.check_webhook_url(url)
     except webhooks.WebhookURLRefused as exc:
         _record_delivery(
             trigger,
@@ -322,7 +322,11 @@ def _attempt_webhook(trigger: AlertTrigger, attempt: int, secret: WebhookSecret)
         )
         return None
     result = webhooks.post(
-        url, webhooks.encode(webhook_payload(trigger)), secret.secret, f"alert_trigger:{trigger.pk}"
+        url,
+        webhooks.encode(webhook_payload(trigger)),
+        secret.secret,
+        f"alert_trigger:{trigger.pk}",
+        addresses,
     )
     if result.delivered:
         outcome, delay = WebhookDelivery.Outcome.DELIVERED, None

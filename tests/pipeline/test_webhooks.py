@@ -1,19 +1,25 @@
 """Signed webhooks to a receiver on 127.0.0.1: signature, retries with
-backoff, timeouts, and the addresses Tradeeon refuses to call."""
+backoff, timeouts, the addresses Tradeeon refuses to call, and the POST going
+to the addresses checked, not to another answer for the same name."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ssl
+import threading
 import time
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 
 import pytest
+import trustme
 
 from alerts import dispatch, evaluation, tasks
 from alerts.models import AlertTrigger, WebhookDelivery, WebhookSecret
-from alerts.webhooks import EVENT_HEADER, SIGNATURE_HEADER
+from alerts.webhooks import EVENT_HEADER, SIGNATURE_HEADER, check_webhook_url, post
 from tests.factories import AlertTriggerFactory, RegisteredAlertFactory
-from tests.pipeline.conftest import bar
+from tests.pipeline.conftest import WebhookReceiver, _ReceiverHandler, bar
 
 pytestmark = pytest.mark.django_db
 
@@ -161,3 +167,79 @@ def test_urls_that_resolve_to_loopback_private_or_link_local_addresses_are_refus
     assert "resolves to a" in row.error
     assert next_in is None, "a refused URL was scheduled for a retry"
     assert receiver.count() == 0
+
+
+# --- the connection goes where the check looked -------------------------------------
+
+
+def test_the_addresses_checked_are_returned_for_the_post():
+    assert check_webhook_url("https://8.8.8.8/hooks") == ["8.8.8.8"]
+    assert check_webhook_url("https://[2606:4700::1111]:8443/hooks") == ["2606:4700::1111"]
+    assert check_webhook_url("https://hooks.example/x", resolve=False) == []
+
+
+def test_the_post_connects_to_the_address_checked_not_to_a_new_lookup_of_the_name(receiver):
+    # `.invalid` never resolves: only the address given can have been used
+    port = receiver.server.server_address[1]
+    url = f"http://hooks.invalid:{port}/hooks/tradeeon?user=7"
+
+    attempt = post(url, b"{}", "secret", "event-1", ["127.0.0.1"])
+
+    assert (attempt.status_code, attempt.delivered) == (200, True)
+    [request] = receiver.requests
+    assert request.headers["Host"] == f"hooks.invalid:{port}"
+    assert request.path == "/hooks/tradeeon?user=7"
+    # by name, as for an allowed private host, it does not resolve
+    assert post(url, b"{}", "secret", "event-1").status_code is None
+    assert receiver.count() == 1
+
+
+def test_an_address_that_refuses_the_connection_is_passed_over_for_the_next(receiver):
+    port = receiver.server.server_address[1]
+    url = f"http://hooks.invalid:{port}/hooks/tradeeon"
+
+    assert post(url, b"{}", "secret", "event-1", ["::1", "127.0.0.1"]).delivered
+    refused = post(url, b"{}", "secret", "event-2", ["::1"])
+
+    assert refused.status_code is None and refused.retryable
+    assert refused.error.startswith("NewConnectionError")
+    assert [r.headers[EVENT_HEADER] for r in receiver.requests] == ["event-1"]
+
+
+@pytest.fixture
+def tls_receiver(tmp_path, monkeypatch) -> Iterator[WebhookReceiver]:
+    """A receiver on 127.0.0.1 over TLS, with a certificate for hooks.test
+    from a CA of its own, which REQUESTS_CA_BUNDLE names."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.test").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    receiver = WebhookReceiver()
+    handler = type("Handler", (_ReceiverHandler,), {"receiver": receiver})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    server.handle_error = lambda request, address: None  # a refused handshake
+    receiver.server = server
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_over_tls_the_certificate_is_verified_for_the_urls_name_at_the_address_checked(
+    tls_receiver,
+):
+    port = tls_receiver.server.server_address[1]
+
+    delivered = post(f"https://hooks.test:{port}/in", b"{}", "secret", "e1", ["127.0.0.1"])
+    wrong_name = post(f"https://other.test:{port}/in", b"{}", "secret", "e2", ["127.0.0.1"])
+
+    assert (delivered.status_code, delivered.delivered) == (200, True)
+    assert tls_receiver.requests[0].headers["Host"] == f"hooks.test:{port}"
+    assert wrong_name.status_code is None and wrong_name.retryable
+    assert wrong_name.error == "SSLError: hostname 'other.test' doesn't match 'hooks.test'"
+    assert tls_receiver.count() == 1
