@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 
 from conditions.admin import ReadOnlyAdmin
 
@@ -63,6 +64,9 @@ class NotificationAdmin(admin.ModelAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    # The URL called, shown as recorded; Django 6 changes the form field's
+    # default scheme, said here so the page keeps its meaning.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = (
         "id",
         "trigger",
