@@ -2,18 +2,27 @@
 
 Every decision writes its order rows and its DealEvent in one transaction with
 the deal locked; placing an order is a separate task queued after commit.
-Fills come back through `on_order_update`, which is idempotent: an order's
-fill is accounted exactly once, when its row turns filled under the lock.
+Fills come back through `on_order_update`, which is idempotent: what an order
+has traded is accounted as it grows (a partial fill, then the rest), each part
+once, against what its row held before, under the lock.
+
+A sell never races the take profit resting on the exchange: a re-priced take
+profit (after a safety fill) and a market exit (stop loss, manual close) are
+placed once the take profit still resting is cancelled, for what is left
+after whatever it sold meanwhile. An exchange holds a resting sell's base
+(Binance does), so sending both at once could see the exit refused, or, if
+the take profit filled first, sell more than the deal holds.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 
 from conditions.engine.normalize import normalize_condition
 from conditions.marketdata.symbols import split_symbol
@@ -117,15 +126,51 @@ def open_deal(bot_id: int, entry_key: str, now_ms: int, cause: str) -> Deal | No
 
 
 # --- fills ---------------------------------------------------------------------------------
-def on_order_update(order: Order, previous_status: str, now_ms: int) -> None:
+@dataclass(frozen=True)
+class Traded:
+    """What an order has traded so far: gross base, gross quote, fee."""
+
+    quantity: Decimal = Decimal(0)
+    quote: Decimal = Decimal(0)
+    fee: Decimal = Decimal(0)
+
+    @classmethod
+    def of(cls, order: Order) -> Traded:
+        return cls(order.filled_quantity, order.filled_quote, order.fee)
+
+    def since(self, before: Traded) -> Traded | None:
+        """What traded after `before`, or None when nothing did."""
+        if self.quantity <= before.quantity and self.fee <= before.fee:
+            return None
+        return Traded(
+            max(self.quantity - before.quantity, Decimal(0)),
+            max(self.quote - before.quote, Decimal(0)),
+            max(self.fee - before.fee, Decimal(0)),
+        )
+
+
+def on_order_update(
+    order: Order, previous_status: str, now_ms: int, traded_before: Traded = Traded()
+) -> None:
     """React to an order whose row just changed; runs inside the transaction
-    that changed it, with the order locked, so a fill is accounted once."""
+    that changed it, with the order locked, so each part of a fill is
+    accounted once."""
     deal = Deal.objects.select_for_update().select_related("bot").get(pk=order.deal_id)
-    if deal.state == Deal.State.CLOSED or previous_status == order.status:
+    traded = Traded.of(order).since(traded_before)
+    if deal.state == Deal.State.CLOSED:
+        if traded is not None:
+            # A resting order that traded before its cancel landed: the deal's
+            # figures are final, what it traded is on the record for the trader.
+            logger.warning("deal %s: %s traded after the deal closed", deal.pk, order.leg)
+            record(deal, "fill_after_close", _fill_detail(order, traded))
+        return
+    if traded is not None:
+        _account(deal, order, traded)
+        deal.save()
+    if previous_status == order.status:
         return
     settings = bot_settings(deal.bot)
     if order.status == Order.Status.FILLED:
-        _account(deal, order)
         if order.leg == "base":
             _opened(deal, settings, order, now_ms)
         elif order.leg.startswith("so"):
@@ -146,39 +191,61 @@ def on_order_update(order: Order, previous_status: str, now_ms: int) -> None:
         deal.save()
     elif order.status in (Order.Status.REJECTED, Order.Status.FAILED):
         record(deal, f"{order.leg}_{order.status}", {"error": order.error})
+        if order.leg.startswith("tp"):
+            _take_profit_ended(deal, settings, order, now_ms)
+    elif order.status == Order.Status.CANCELLED and order.leg.startswith("tp"):
+        _take_profit_ended(deal, settings, order, now_ms)
 
 
-def _account(deal: Deal, order: Order) -> None:
+def _take_profit_ended(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
+    """A take profit is off the exchange without having sold everything: what
+    waited for it goes now, once no other take profit rests. A closing deal
+    exits at market; an open one rests a new take profit at its current
+    price, unless this one was refused (it would be again)."""
+    if _live_take_profits(deal).exists():
+        return
+    if deal.state == Deal.State.CLOSING:
+        closing = deal.events.filter(from_state=Deal.State.OPEN, to_state=Deal.State.CLOSING).last()
+        reason = (closing.detail if closing else {}).get("reason", Deal.CloseReason.MANUAL)
+        _exit_at_market(deal, reason, now_ms)
+    elif (
+        deal.state == Deal.State.OPEN
+        and order.status == Order.Status.CANCELLED
+        and settings.trailing_deviation is None
+    ):
+        _place_take_profit(deal)
+
+
+def _account(deal: Deal, order: Order, traded: Traded) -> None:
     """Fees come out of what is received: base on buys, quote on sells."""
     base_asset, quote_asset = split_symbol(deal.bot.symbol)
     if order.side == "buy":
-        deal.quote_spent += order.filled_quote
-        deal.base_bought += order.filled_quantity - (
-            order.fee if order.fee_asset == base_asset else Decimal(0)
+        deal.quote_spent += traded.quote
+        deal.base_bought += traded.quantity - (
+            traded.fee if order.fee_asset == base_asset else Decimal(0)
         )
     else:
-        deal.quote_received += order.filled_quote - (
-            order.fee if order.fee_asset == quote_asset else Decimal(0)
+        deal.quote_received += traded.quote - (
+            traded.fee if order.fee_asset == quote_asset else Decimal(0)
         )
-    record(
-        deal,
-        "fill",
-        {
-            "leg": order.leg,
-            "quantity": str(order.filled_quantity),
-            "quote": str(order.filled_quote),
-            "fee": str(order.fee),
-            "fee_asset": order.fee_asset,
-        },
-    )
+    record(deal, "fill", _fill_detail(order, traded))
+
+
+def _fill_detail(order: Order, traded: Traded) -> dict:
+    return {
+        "leg": order.leg,
+        "status": order.status,
+        "quantity": str(traded.quantity),
+        "quote": str(traded.quote),
+        "fee": str(traded.fee),
+        "fee_asset": order.fee_asset,
+    }
 
 
 def _base_held(deal: Deal) -> Decimal:
-    sold = sum(
-        (o.filled_quantity for o in deal.orders.filter(side="sell", status=Order.Status.FILLED)),
-        Decimal(0),
-    )
-    return deal.base_bought - sold
+    """What the deal bought, less what its sells have sold, partly or wholly."""
+    sold = deal.orders.filter(side="sell").aggregate(sold=Sum("filled_quantity"))["sold"]
+    return deal.base_bought - (sold or Decimal(0))
 
 
 def _reprice(deal: Deal, settings: dca.DcaSettings) -> None:
@@ -228,8 +295,10 @@ def _safety_filled(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: 
         if upcoming:
             _resting_safety(deal, upcoming[0])
     if settings.trailing_deviation is None:
-        _cancel_take_profits(deal)
-        _place_take_profit(deal)
+        if _live_take_profits(deal).exists():
+            _cancel_take_profits(deal)  # the new one rests once it is off (_take_profit_ended)
+        else:
+            _place_take_profit(deal)
     _subscribe_stop_loss(deal)
 
 
@@ -245,9 +314,7 @@ def _closed(deal: Deal, reason: str, now_ms: int) -> None:
     ConditionSubscription.objects.filter(
         bot=deal.bot, active=True, bot_config__deal_id=deal.pk
     ).update(active=False)
-    for order in deal.orders.filter(
-        type="limit", status__in=[Order.Status.OPEN, Order.Status.SUBMITTED, Order.Status.NEW]
-    ):
+    for order in deal.orders.filter(type="limit").exclude(status__in=FINAL_ORDER_STATES):
         _queue_cancel(order.pk)
 
 
@@ -277,8 +344,12 @@ def _place_take_profit(deal: Deal) -> Order:
     )
 
 
+def _live_take_profits(deal: Deal):
+    return deal.orders.filter(leg__startswith="tp").exclude(status__in=FINAL_ORDER_STATES)
+
+
 def _cancel_take_profits(deal: Deal) -> None:
-    for order in deal.orders.filter(leg__startswith="tp").exclude(status__in=FINAL_ORDER_STATES):
+    for order in _live_take_profits(deal):
         _queue_cancel(order.pk)
 
 
@@ -336,25 +407,42 @@ def on_safety_trigger(deal_id: int, level: int) -> Order | None:
         return new_order(deal, f"so{level}", "buy", "market", quote_amount=ladder[level].quote)
 
 
-def close_deal(deal_id: int, reason: str, cause: str) -> Order | None:
-    """Exit at market (stop loss, or a trader's manual close)."""
+def close_deal(deal_id: int, reason: str, cause: str) -> Deal | None:
+    """Exit at market (stop loss, or a trader's manual close): the sell goes
+    at once, or once the resting take profit is cancelled. The deal, now
+    closing (or closed, with nothing to sell); None if it was not open."""
     with transaction.atomic():
         deal = Deal.objects.select_for_update().select_related("bot").get(pk=deal_id)
         if deal.state != Deal.State.OPEN:
             return None
-        transition(deal, Deal.State.CLOSING, cause)
-        deal.save(update_fields=["state"])
-        _cancel_take_profits(deal)
+        # Why it is closing, for the exit that may wait for the take profit's
+        # cancel; a take profit that fills first closes it as such.
+        transition(deal, Deal.State.CLOSING, cause, reason=reason)
+        deal.save(update_fields=["state", "updated_at"])
         ConditionSubscription.objects.filter(
             bot=deal.bot, active=True, bot_config__deal_id=deal.pk
         ).update(active=False)
-        held = _base_held(deal)
-        if held <= 0:
-            # Nothing left to sell (the take profit filled meanwhile, or dust only).
-            _closed(deal, reason, int(deal.updated_at.timestamp() * 1000))
-            return None
-        leg = "sl" if reason == Deal.CloseReason.STOP_LOSS else "close"
-        return new_order(deal, leg, "sell", "market", quantity=held)
+        if _live_take_profits(deal).exists():
+            _cancel_take_profits(deal)
+        else:
+            _exit_at_market(deal, reason)
+        return deal
+
+
+def _exit_at_market(deal: Deal, reason: str, now_ms: int | None = None) -> Order | None:
+    held = _base_held(deal)
+    if held <= 0:
+        # Nothing left to sell (the take profit sold it all, or dust only).
+        _closed(deal, reason, _exchange_now_ms() if now_ms is None else now_ms)
+        return None
+    leg = "sl" if reason == Deal.CloseReason.STOP_LOSS else "close"
+    return new_order(deal, leg, "sell", "market", quantity=held)
+
+
+def _exchange_now_ms() -> int:
+    from alerts.evaluation import market
+
+    return market().source.server_time_ms()
 
 
 def on_bar_closed(deal_id: int, high: Decimal, close: Decimal, now_ms: int) -> Order | None:

@@ -171,24 +171,31 @@ def _lookup(exchange: Exchange, symbol: str, client_order_id: str) -> OrderState
 
 
 def apply_state(order_id: int, state: OrderState, now_ms: int | None = None) -> None:
-    """Record what the exchange says; the deal reacts in the same transaction."""
+    """Record what the exchange says; the deal reacts in the same transaction.
+
+    What has traded only grows: an answer that says less than the row holds
+    (an older answer arriving late, a cancel's answer without fees) leaves
+    the larger amounts. The deal accounts what grew (`deals.on_order_update`)."""
     now_ms = now_ms if now_ms is not None else _now_ms()
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
         previous = order.status
         if previous in ("filled", "cancelled", "rejected", "failed") and state.status != "filled":
             return
+        traded_before = deals.Traded.of(order)
         order.exchange_order_id = state.exchange_order_id
         order.status = state.status
-        order.filled_quantity = state.filled_quantity
-        order.filled_quote = state.quote_quantity
-        order.average_fill_price = state.average_price
-        order.fee = state.fee
-        order.fee_asset = state.fee_asset
+        if state.filled_quantity >= order.filled_quantity:
+            order.filled_quantity = state.filled_quantity
+            order.filled_quote = state.quote_quantity
+            order.average_fill_price = state.average_price
+        if state.fee >= order.fee and state.fee_asset:
+            order.fee = state.fee
+            order.fee_asset = state.fee_asset
         if state.status == "filled" and order.filled_at is None:
             order.filled_at = timezone.now()
         order.save()
-        deals.on_order_update(order, previous, now_ms)
+        deals.on_order_update(order, previous, now_ms, traded_before)
 
 
 def mark_failed(order_id: int, status: str, error: str) -> None:
@@ -206,28 +213,48 @@ def mark_failed(order_id: int, status: str, error: str) -> None:
 
 def cancel_order(order_id: int) -> None:
     order = Order.objects.select_related("deal__bot__account").get(pk=order_id)
+    if order.status == Order.Status.NEW and _cancel_unsent(order_id, Order.Status.NEW):
+        return
+    order.refresh_from_db()  # a place_order task may have claimed it meanwhile
     if order.status in ("filled", "cancelled", "rejected", "failed"):
         return
-    if order.status == Order.Status.NEW:
-        Order.objects.filter(pk=order_id, status=Order.Status.NEW).update(
-            status=Order.Status.CANCELLED
-        )
-        return
     exchange = _exchange(order)
+    symbol = order.deal.bot.symbol
     try:
-        state = exchange.cancel_order(order.deal.bot.symbol, order.client_order_id)
+        state = exchange.cancel_order(symbol, order.client_order_id)
     except OrderNotFound:
-        # Filled (or never placed) before the cancel arrived: ask what it is.
+        # Filled before the cancel arrived, or not placed (yet): ask what it is.
         try:
-            state = _lookup(exchange, order.deal.bot.symbol, order.client_order_id)
+            state = _lookup(exchange, symbol, order.client_order_id)
         except OrderNotFound:
-            Order.objects.filter(pk=order_id).exclude(status__in=SENT_STATES).update(
-                status=Order.Status.CANCELLED
-            )
+            if order.status == Order.Status.SUBMITTED and not _past_recv_window(order):
+                # Its placement may still land: only once the exchange would
+                # refuse it is it known never to rest there.
+                raise OutcomeUnknown(
+                    f"{order.client_order_id}: not on the exchange yet; it may still land"
+                ) from None
+            _cancel_unsent(order_id, order.status)
             return
     except ExchangeUnavailable as exc:
         raise OutcomeUnknown(str(exc)) from None
     apply_state(order.pk, state)
+
+
+def _cancel_unsent(order_id: int, status: str) -> bool:
+    """An order the exchange never had (`new`, or `submitted` and never
+    arrived), still in `status`, is cancelled here and the deal reacts, as to
+    any cancel: a take profit that never went out is as gone as a cancelled
+    one. False when the row has moved on (a worker claimed it meanwhile)."""
+    if status not in (Order.Status.NEW, Order.Status.SUBMITTED):
+        return False
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.status != status:
+            return False
+        order.status = Order.Status.CANCELLED
+        order.save(update_fields=["status", "updated_at"])
+        deals.on_order_update(order, status, _now_ms())
+    return True
 
 
 def reconcile_orders(limit: int = 500, settle_s: float = 0.0) -> int:

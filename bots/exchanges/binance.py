@@ -89,10 +89,15 @@ class BinanceExchange:
         return state
 
     def cancel_order(self, symbol: str, client_order_id: str) -> OrderState:
+        """What was left of the order is cancelled; what had traded stays, with
+        its fees from the account's trades (the cancel's answer has none)."""
         answer = self._call(
             lambda: self.client.cancel_order(symbol=symbol, origClientOrderId=client_order_id)
         )
-        return self._state(answer)
+        state = self._state(answer)
+        if state.filled_quantity > 0 and not answer.get("fills"):
+            state = self._with_trade_fees(symbol, answer, state)
+        return state
 
     # --- plumbing -----------------------------------------------------------------
     def _call(self, request):

@@ -99,33 +99,47 @@ class OrderBook:
 
     # --- fills -------------------------------------------------------------------
     def _fill(self, order: StubOrder, price: Decimal, quantity: Decimal, now_ms: int) -> None:
+        """`quantity` more of the order trades at `price`: FILLED once all of
+        it has, PARTIALLY_FILLED before."""
         base_asset, quote_asset = self._assets(order.symbol, now_ms)
         quote = quantity * price
         if order.side == "BUY":
             commission, asset = quantity * COMMISSION, base_asset
         else:
             commission, asset = quote * COMMISSION, quote_asset
-        order.executed_qty = quantity
-        order.quote_qty = quote
-        order.commission, order.commission_asset = commission, asset
-        order.status = "FILLED"
+        order.executed_qty += quantity
+        order.quote_qty += quote
+        order.commission += commission
+        order.commission_asset = asset
+        order.status = "FILLED" if order.executed_qty >= order.orig_qty else "PARTIALLY_FILLED"
         order.update_ms = now_ms
-        order.fills = [
+        order.fills.append(
             {
                 "price": f"{price:f}",
                 "qty": f"{quantity:f}",
                 "commission": f"{commission:f}",
                 "commissionAsset": asset,
-                "tradeId": order.order_id,
+                "tradeId": order.order_id * 100 + len(order.fills),
             }
-        ]
+        )
+
+    def fill_partially(self, client_order_id: str, quantity: Decimal, now_ms: int) -> None:
+        """Part of a resting limit order trades at its price, as when the book
+        on the other side holds less than it asks for (a test's control)."""
+        with self._lock:
+            order = self.orders[client_order_id]
+            if order.type != "LIMIT" or order.status not in ("NEW", "PARTIALLY_FILLED"):
+                raise ValueError(f"{client_order_id} is not resting ({order.status})")
+            if not 0 < quantity < order.orig_qty - order.executed_qty:
+                raise ValueError(f"{quantity} is not part of what {client_order_id} has left")
+            self._fill(order, order.price, quantity, now_ms)
 
     def _assets(self, symbol: str, now_ms: int) -> tuple[str, str]:
         filters = symbol_filters_from_exchange_info(self.stub.market.exchange_info(now_ms), symbol)
         return filters.base_asset, filters.quote_asset
 
     def _settle_resting(self, order: StubOrder, now_ms: int) -> None:
-        if order.status != "NEW" or order.type != "LIMIT":
+        if order.status not in ("NEW", "PARTIALLY_FILLED") or order.type != "LIMIT":
             return
         candles = self._candles_since(order.symbol, order.placed_ms, now_ms)
         reached = (
@@ -134,7 +148,7 @@ class OrderBook:
             else candles["high"] >= float(order.price)
         )
         if bool(reached.any()):
-            self._fill(order, order.price, order.orig_qty, now_ms)
+            self._fill(order, order.price, order.orig_qty - order.executed_qty, now_ms)
 
     # --- endpoints -----------------------------------------------------------------
     def new_order(self, request: StubRequest) -> dict:
@@ -199,7 +213,7 @@ class OrderBook:
         order = self._find(request, missing=-2011)
         with self._lock:
             self._settle_resting(order, request.now_ms)
-            if order.status != "NEW":
+            if order.status not in ("NEW", "PARTIALLY_FILLED"):
                 raise StubError(400, -2011, "Unknown order sent.")
             order.status = "CANCELED"
             order.update_ms = request.now_ms
@@ -221,9 +235,9 @@ class OrderBook:
                 {
                     **fill,
                     "symbol": symbol,
-                    "id": order.order_id,
+                    "id": fill["tradeId"],
                     "orderId": order.order_id,
-                    "quoteQty": f"{order.quote_qty:f}",
+                    "quoteQty": f"{Decimal(fill['qty']) * Decimal(fill['price']):f}",
                     "time": order.update_ms,
                     "isBuyer": order.side == "BUY",
                 }

@@ -118,7 +118,7 @@ def test_a_deal_buys_at_market_rests_a_take_profit_and_closes_in_profit(
         deal.base_bought,
     )
 
-    # when the first safety level fires, it buys at market and the take profit is re-priced
+    # when the first safety level fires, it buys at market
     with django_capture_on_commit_callbacks(execute=False):
         place_all(deal)  # the resting tp1
         deals.on_safety_trigger(deal.pk, 1)
@@ -126,11 +126,14 @@ def test_a_deal_buys_at_market_rests_a_take_profit_and_closes_in_profit(
     deal.refresh_from_db()
     assert deal.safety_orders_filled == 1
     assert deal.orders.get(leg="so1").quote_amount == levels[0].quote
+    # and the take profit is re-priced once the resting one is off the exchange
+    assert not deal.orders.filter(leg="tp2").exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.cancel_order(deal.orders.get(leg="tp1").pk)
+    assert deal.orders.get(leg="tp1").status == "cancelled"
     tp2 = deal.orders.get(leg="tp2")
     assert tp2.price == stored(deal.average_entry_price * Decimal("1.01"))
     assert tp2.quantity == deal.base_bought
-    orders.cancel_order(deal.orders.get(leg="tp1").pk)
-    assert deal.orders.get(leg="tp1").status == "cancelled"
     with django_capture_on_commit_callbacks(execute=False):
         place_all(deal)
 
@@ -258,19 +261,22 @@ def test_a_stop_loss_trigger_sells_everything_at_market_and_closes_the_deal(
     assert stop.condition.indicator_config["right"]["value"] == float(deal.stop_loss_price)
     assert deal.stop_loss_price == stored(deal.average_entry_price * Decimal("0.98"))
 
+    # when the stop loss fires, the resting take profit is cancelled first
     with django_capture_on_commit_callbacks(execute=False):
-        sell = deals.close_deal(deal.pk, "stop_loss", "stop_loss")
+        closing = deals.close_deal(deal.pk, "stop_loss", "stop_loss")
+    assert closing.state == "closing"
+    assert not deal.orders.filter(side="sell", type="market").exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.cancel_order(deal.orders.get(leg="tp1").pk)
+        # then everything held is sold at market
         place_all(deal)
     deal.refresh_from_db()
-    sell.refresh_from_db()
-    assert (sell.leg, sell.side, sell.type, sell.status) == ("sl", "sell", "market", "filled")
+    assert deal.orders.get(leg="tp1").status == "cancelled"
+    sell = deal.orders.get(leg="sl")
+    assert (sell.side, sell.type, sell.status) == ("sell", "market", "filled")
+    assert sell.quantity == deal.base_bought
     assert (deal.state, deal.close_reason) == ("closed", "stop_loss")
     assert deal.realized_pnl_quote == deal.quote_received - deal.quote_spent
-    tp1 = deal.orders.get(leg="tp1")
-    assert tp1.status == "open"  # resting on the exchange; its cancel was queued
-    orders.cancel_order(tp1.pk)
-    tp1.refresh_from_db()
-    assert tp1.status == "cancelled"
     assert not ConditionSubscription.objects.filter(
         bot=bot, active=True, bot_config__deal_id=deal.pk
     ).exists()

@@ -1,0 +1,270 @@
+"""A live (stub) Binance deal whose take profit trades in parts: every part is
+accounted once, and a re-priced take profit or a market exit goes out only
+once the resting take profit is off the exchange, for what it did not sell."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from django.utils import timezone
+
+from alerts.evaluation import market
+from bots import deals, orders
+from bots.models import Deal, Order
+from conditions.marketdata.replay import as_epoch_ms
+from conditions.marketdata.stub import run_stub
+from conditions.marketdata.stub_orders import COMMISSION
+from tests.conftest import KLINES_DIR
+from tests.factories import DCA_SETTINGS, BotFactory, ExchangeAccountFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def stub():
+    with run_stub(KLINES_DIR / "ETHBTC-5m.csv", speed=0, start="2018-01-15T00:00:00Z") as running:
+        with override_settings(
+            BINANCE_API_URL=running.url,
+            BINANCE_TIMEOUT_S=2,
+            KLINE_CACHE_PREFIX=f"test-klines-{uuid.uuid4().hex}",
+        ):
+            market.cache_clear()
+            yield running
+        market.cache_clear()
+
+
+@pytest.fixture
+def resting(stub, django_capture_on_commit_callbacks) -> Deal:
+    """An open deal on a live (stub) Binance account, its take profit resting."""
+    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
+    bot = BotFactory(
+        user=account.user,
+        account=account,
+        symbol="ETHBTC",
+        status="running",
+        settings={**DCA_SETTINGS, "stop_loss": 5.0},
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
+        place_new(deal)  # the base order, at market
+        place_new(deal)  # the take profit it rests
+    deal.refresh_from_db()
+    assert deal.state == "open" and deal.orders.get(leg="tp1").status == "open"
+    return deal
+
+
+def place_new(deal: Deal) -> None:
+    for order in deal.orders.filter(status=Order.Status.NEW).order_by("pk"):
+        orders.place_order(order.pk)
+
+
+def part_of(order: Order) -> Decimal:
+    return (order.quantity / 3).quantize(Decimal("0.001"))
+
+
+def sold_for(quantity: Decimal, price: Decimal) -> Decimal:
+    """What a sell of `quantity` at `price` brings on the stub, its fee paid
+    (to the money columns' 18 places)."""
+    return (quantity * price * (1 - COMMISSION)).quantize(Decimal("1e-18"))
+
+
+def on_exchange(stub, order: Order) -> Decimal:
+    """The limit price the exchange holds: the row's, rounded to the tick."""
+    return stub.orders.orders[order.client_order_id].price
+
+
+def test_a_take_profit_sold_in_part_then_re_priced_rests_again_for_what_is_left(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    deal = resting
+    tp1 = deal.orders.get(leg="tp1")
+    part = part_of(tp1)
+
+    # when a third of the take profit trades, and reconciliation looks twice
+    stub.orders.fill_partially(tp1.client_order_id, part, stub.now_ms())
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.reconcile_orders()
+        orders.reconcile_orders()
+    deal.refresh_from_db()
+    tp1.refresh_from_db()
+
+    # then the part sold is accounted once, and the deal stays open
+    assert (tp1.status, tp1.filled_quantity) == ("partially_filled", part)
+    assert deal.state == "open"
+    assert deal.quote_received == sold_for(part, on_exchange(stub, tp1))
+    fills = deal.events.filter(cause="fill", detail__leg="tp1")
+    assert [(e.detail["status"], Decimal(e.detail["quantity"])) for e in fills] == [
+        ("partially_filled", part)
+    ]
+
+    # when a safety order fills, the take profit is cancelled before any other is sent
+    with django_capture_on_commit_callbacks(execute=False):
+        deals.on_safety_trigger(deal.pk, 1)
+        place_new(deal)
+    assert not deal.orders.filter(leg="tp2").exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.cancel_order(tp1.pk)
+    deal.refresh_from_db()
+
+    # then the new take profit sells what the deal holds after the part sold
+    tp2 = deal.orders.get(leg="tp2")
+    assert deal.orders.get(leg="tp1").status == "cancelled"
+    assert tp2.quantity == deal.base_bought - part
+    assert tp2.price == deal.take_profit_price
+
+    # and when it fills, the deal's P&L counts both sells
+    with django_capture_on_commit_callbacks(execute=False):
+        place_new(deal)
+    candles = stub.market.klines(
+        "ETHBTC", "5m", as_epoch_ms("2018-01-25T00:00:00Z"), start_ms=stub.now_ms(), limit=1000
+    )
+    stub.set_time(int(candles[candles["high"] >= float(tp2.price)]["open_time"].iloc[1]))
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.reconcile_orders()
+    deal.refresh_from_db()
+    tp2.refresh_from_db()
+    assert (deal.state, deal.close_reason) == ("closed", "take_profit")
+    sold = tp2.filled_quantity
+    assert deal.quote_received == sold_for(part, on_exchange(stub, tp1)) + sold_for(
+        sold, on_exchange(stub, tp2)
+    )
+    assert deal.realized_pnl_quote == deal.quote_received - deal.quote_spent
+    assert deal.base_bought - part - sold < Decimal("0.001")  # below a lot: dust
+
+
+def test_a_stop_loss_waits_for_the_take_profit_to_be_cancelled_and_sells_the_rest(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    deal = resting
+    tp1 = deal.orders.get(leg="tp1")
+    part = part_of(tp1)
+    stub.orders.fill_partially(tp1.client_order_id, part, stub.now_ms())
+
+    # when the stop loss fires while the take profit rests, part of it sold
+    with django_capture_on_commit_callbacks(execute=False):
+        closing = deals.close_deal(deal.pk, Deal.CloseReason.STOP_LOSS, "stop_loss")
+
+    # then nothing is sold at market until the take profit is cancelled
+    assert closing.state == "closing"
+    assert not deal.orders.filter(leg="sl").exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.cancel_order(tp1.pk)
+        place_new(deal)
+    deal.refresh_from_db()
+    sell = deal.orders.get(leg="sl")
+    # and then everything still held, the part the take profit sold counted
+    assert sell.quantity == deal.base_bought - part
+    assert (sell.type, sell.status) == ("market", "filled")
+    assert (deal.state, deal.close_reason) == ("closed", "stop_loss")
+    assert deal.quote_received == sold_for(part, on_exchange(stub, tp1)) + sold_for(
+        sell.filled_quantity, sell.average_fill_price
+    )
+    assert stub.orders.orders[tp1.client_order_id].status == "CANCELED"
+
+
+def test_a_take_profit_that_fills_before_its_cancel_lands_closes_the_deal_with_no_market_sell(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    deal = resting
+    tp1 = deal.orders.get(leg="tp1")
+    with django_capture_on_commit_callbacks(execute=False):
+        deals.close_deal(deal.pk, Deal.CloseReason.STOP_LOSS, "stop_loss")
+
+    # when the market reaches the take profit before its cancel arrives
+    candles = stub.market.klines(
+        "ETHBTC", "5m", as_epoch_ms("2018-01-25T00:00:00Z"), start_ms=stub.now_ms(), limit=1000
+    )
+    stub.set_time(int(candles[candles["high"] >= float(tp1.price)]["open_time"].iloc[1]))
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.cancel_order(tp1.pk)
+    deal.refresh_from_db()
+
+    # then the deal closed on its take profit, and nothing more was sold
+    assert (deal.state, deal.close_reason) == ("closed", "take_profit")
+    assert deal.orders.get(leg="tp1").status == "filled"
+    assert not deal.orders.filter(leg="sl").exists()
+    assert stub.orders.count(f"tdn-{deal.pk}-sl") == 0
+
+
+def test_a_resting_safety_bought_in_part_is_sold_with_the_deal_and_a_late_part_is_on_record(
+    stub, django_capture_on_commit_callbacks
+):
+    # given an open deal whose resting safety order bought a third of its size
+    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
+    bot = BotFactory(
+        user=account.user,
+        account=account,
+        symbol="ETHBTC",
+        status="running",
+        settings={**DCA_SETTINGS, "safety_mode": "resting"},
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
+        place_new(deal)
+        place_new(deal)
+    so1 = deal.orders.get(leg="so1")
+    part = part_of(so1)
+    stub.orders.fill_partially(so1.client_order_id, part, stub.now_ms())
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.reconcile_orders()
+    deal.refresh_from_db()
+    bought = deal.orders.get(leg="base").filled_quantity * (1 - COMMISSION)
+    assert deal.base_bought == bought + part * (1 - COMMISSION)
+
+    # when the trader closes it, after the take profit is cancelled
+    with django_capture_on_commit_callbacks(execute=False):
+        deals.close_deal(deal.pk, Deal.CloseReason.MANUAL, "manual")
+        orders.cancel_order(deal.orders.get(leg="tp1").pk)
+        place_new(deal)
+    deal.refresh_from_db()
+
+    # then what the safety bought is sold too (to the lot step)
+    close = deal.orders.get(leg="close")
+    assert close.quantity == deal.base_bought
+    assert deal.base_bought - close.filled_quantity < Decimal("0.001")
+    assert (deal.state, deal.close_reason) == ("closed", "manual")
+    # and a part the safety bought before its cancel landed is on the deal's record
+    more = part_of(so1)
+    stub.orders.fill_partially(so1.client_order_id, more, stub.now_ms())
+    orders.cancel_order(so1.pk)
+    late = deal.events.get(cause="fill_after_close")
+    assert (late.detail["leg"], Decimal(late.detail["quantity"])) == ("so1", more)
+    assert deal.orders.get(leg="so1").status == "cancelled"
+    final = Deal.objects.get(pk=deal.pk)
+    assert final.realized_pnl_quote == deal.realized_pnl_quote
+
+
+def test_a_take_profit_whose_placement_may_still_land_is_not_taken_for_cancelled(
+    stub, django_capture_on_commit_callbacks
+):
+    # given a deal whose take profit a worker sent, its answer lost: not on the
+    # exchange (yet), but within the exchange's recvWindow it may still land
+    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
+    bot = BotFactory(
+        user=account.user, account=account, symbol="ETHBTC", status="running", settings=DCA_SETTINGS
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
+        place_new(deal)
+        tp1 = deal.orders.get(leg="tp1")
+        Order.objects.filter(pk=tp1.pk).update(status="submitted", submitted_at=timezone.now())
+        deals.close_deal(deal.pk, Deal.CloseReason.MANUAL, "manual")
+
+    # when its cancel finds nothing, nothing is sold: the cancel is tried again
+    with pytest.raises(orders.OutcomeUnknown):
+        orders.cancel_order(tp1.pk)
+    assert deal.orders.get(leg="tp1").status == "submitted"
+    assert not deal.orders.filter(leg="close").exists()
+
+    # then, past the recvWindow, it can no longer land: cancelled, and the deal exits
+    past = timezone.now() - timedelta(milliseconds=settings.BINANCE_RECV_WINDOW_MS + 5000)
+    Order.objects.filter(pk=tp1.pk).update(submitted_at=past)
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.cancel_order(tp1.pk)
+    assert deal.orders.get(leg="tp1").status == "cancelled"
+    assert deal.orders.get(leg="close").quantity == Deal.objects.get(pk=deal.pk).base_bought
