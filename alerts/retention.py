@@ -57,14 +57,15 @@ def bar_ms(timeframe: str) -> int:
 
 def entry_window_ms(playbook: NormalizedAlert) -> int:
     """How far back before its decision an entry playbook reads the cache:
-    its longest validity in base bars, and a bar of its longest step
-    timeframe (a step's bar closed before the first base bar's close).
-    Nothing for an entry of one condition, which reads no row."""
+    its longest validity in base bars, and two bars of its longest step
+    timeframe (the step's bar closed by the first base bar's close opened up
+    to two of them before it). Nothing for an entry of one condition, which
+    reads no row."""
     if len(playbook.steps) < 2:
         return 0
     validity = max(step.validity_bars for step in playbook.steps)
     step_bar = max(bar_ms(step.canonical["timeframe"]) for step in playbook.steps)
-    return validity * bar_ms(playbook.base_timeframe) + step_bar
+    return validity * bar_ms(playbook.base_timeframe) + 2 * step_bar
 
 
 def bot_windows() -> dict[str, int | None]:

@@ -109,8 +109,12 @@ def post(
     the connection (by the URL's host name when there are none). Neither
     retried nor redirected; cut at WEBHOOK_TIMEOUT_S, the answer's body too."""
     parts = urlsplit(url)
+    try:
+        host = _ascii_host(parts)
+    except UnicodeError:
+        return Attempt(None, "", f"the host {parts.hostname!r} is not a valid name")
     headers = {
-        "Host": parts.netloc,
+        "Host": f"{host}:{parts.port}" if parts.port else host,
         "Content-Type": "application/json",
         "User-Agent": "Tradeeon-Webhooks/1",
         SIGNATURE_HEADER: sign(secret, body),
@@ -120,10 +124,10 @@ def post(
     deadline = time.monotonic() + timeout_s
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     refused: NewConnectionError | None = None
-    for address in addresses or [parts.hostname]:
+    for address in addresses or [host.strip("[]")]:
         if time.monotonic() >= deadline:
             break
-        pool = _pool(parts, address)
+        pool = _pool(parts, address, host)
         try:
             # Streamed: the status is the answer, and a body that never ends
             # (or trickles in byte by byte, each byte renewing the read
@@ -167,16 +171,26 @@ def _port(parts: SplitResult) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def _pool(parts: SplitResult, address: str) -> urllib3.HTTPConnectionPool:
+def _ascii_host(parts: SplitResult) -> str:
+    """The URL's host as it goes on the wire: an international name in its
+    IDNA (punycode) form, as certificates name it; an IPv6 address bracketed."""
+    host = parts.hostname or ""
+    if ":" in host:
+        return f"[{host}]"
+    return host.encode("idna").decode("ascii")
+
+
+def _pool(parts: SplitResult, address: str, host: str) -> urllib3.HTTPConnectionPool:
     if parts.scheme == "https":
+        name = host.strip("[]")
         return urllib3.HTTPSConnectionPool(
             address,
             _port(parts),
             maxsize=1,
             cert_reqs="CERT_REQUIRED",
             ca_certs=_ca_bundle(),
-            server_hostname=parts.hostname,
-            assert_hostname=parts.hostname,
+            server_hostname=name,
+            assert_hostname=name,
         )
     return urllib3.HTTPConnectionPool(address, _port(parts), maxsize=1)
 

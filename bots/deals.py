@@ -23,6 +23,7 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
+from django.utils import timezone
 
 from conditions.engine.normalize import normalize_condition
 from conditions.marketdata.symbols import split_symbol
@@ -170,48 +171,69 @@ def on_order_update(
     if previous_status == order.status:
         return
     settings = bot_settings(deal.bot)
-    if order.status == Order.Status.FILLED:
-        if order.leg == "base":
-            _opened(deal, settings, order, now_ms)
-        elif order.leg.startswith("so"):
-            _safety_filled(deal, settings, order, now_ms)
-        elif order.side == "sell":
-            reason = (
-                Deal.CloseReason.TAKE_PROFIT
-                if order.leg.startswith("tp")
-                else Deal.CloseReason.STOP_LOSS
-                if order.leg == "sl"
-                else Deal.CloseReason.MANUAL
-            )
-            _closed(deal, reason, now_ms)
-    elif order.status in (Order.Status.REJECTED, Order.Status.FAILED) and order.leg == "base":
+    ended_in_part = (
+        order.status == Order.Status.CANCELLED
+        and order.type == Order.Type.MARKET
+        and order.filled_quantity > 0
+    )
+    if order.status == Order.Status.FILLED or ended_in_part:
+        # (a market order the exchange ended part-way, the book exhausted,
+        # has done all it will: what it traded counts as its fill)
+        _filled(deal, settings, order, now_ms)
+    elif order.leg == "base" and order.status in FINAL_ORDER_STATES:
         transition(deal, Deal.State.CLOSED, f"base_order_{order.status}", error=order.error)
         deal.close_reason = Deal.CloseReason.FAILED
         deal.closed_at = exchange_time(now_ms)
         deal.save()
+        return
     elif order.status in (Order.Status.REJECTED, Order.Status.FAILED):
         record(deal, f"{order.leg}_{order.status}", {"error": order.error})
-        if order.leg.startswith("tp"):
-            _take_profit_ended(deal, settings, order, now_ms)
-    elif order.status == Order.Status.CANCELLED and order.leg.startswith("tp"):
-        _take_profit_ended(deal, settings, order, now_ms)
+    if order.type == Order.Type.LIMIT and order.status in FINAL_ORDER_STATES:
+        _resting_ended(deal, settings, order, now_ms)
 
 
-def _take_profit_ended(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
-    """A take profit is off the exchange without having sold everything: what
-    waited for it goes now, once no other take profit rests. A closing deal
-    exits at market; an open one rests a new take profit at its current
-    price, unless this one was refused (it would be again)."""
-    if _live_take_profits(deal).exists():
+def _filled(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
+    if order.leg == "base":
+        _opened(deal, settings, order, now_ms)
+    elif order.side == "buy":
+        if deal.state == Deal.State.OPEN:
+            _safety_filled(deal, settings, order, now_ms)
+        # closing: what it bought is accounted, and sold by the exit
+    elif _is_take_profit(order):
+        _take_profit_filled(deal, order, now_ms)
+    else:
+        _closed(deal, _EXIT_REASONS.get(order.leg, Deal.CloseReason.MANUAL), now_ms)
+
+
+def _take_profit_filled(deal: Deal, order: Order, now_ms: int) -> None:
+    """The take profit sold all it was sized for. The deal is closed, unless
+    it bought more since (a safety filled while this one's cancel was on its
+    way, or a resting safety in part): then that is sold too, by a new take
+    profit, or by the exit when closing. What the exchange's lot rounding
+    left of its size is dust, not more."""
+    rounding = (order.quantity or Decimal(0)) - order.filled_quantity
+    held = _base_held(deal)
+    if held <= rounding:
+        _closed(deal, Deal.CloseReason.TAKE_PROFIT, now_ms)
         return
+    record(deal, "take_profit_short", {"leg": order.leg, "held": str(held)})
+    if deal.state == Deal.State.OPEN and not _live_take_profits(deal).exists():
+        _place_take_profit(deal)
+
+
+def _resting_ended(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
+    """A resting order is off the exchange. A closing deal exits once none
+    rests; an open one whose take profit was cancelled (to be re-priced,
+    or by hand) rests a new one at its current price, unless it was refused
+    (it would be again) or another rests already."""
     if deal.state == Deal.State.CLOSING:
-        closing = deal.events.filter(from_state=Deal.State.OPEN, to_state=Deal.State.CLOSING).last()
-        reason = (closing.detail if closing else {}).get("reason", Deal.CloseReason.MANUAL)
-        _exit_at_market(deal, reason, now_ms)
+        _exit_when_clear(deal, now_ms)
     elif (
         deal.state == Deal.State.OPEN
+        and _is_take_profit(order)
         and order.status == Order.Status.CANCELLED
         and settings.trailing_deviation is None
+        and not _live_take_profits(deal).exists()
     ):
         _place_take_profit(deal)
 
@@ -296,7 +318,7 @@ def _safety_filled(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: 
             _resting_safety(deal, upcoming[0])
     if settings.trailing_deviation is None:
         if _live_take_profits(deal).exists():
-            _cancel_take_profits(deal)  # the new one rests once it is off (_take_profit_ended)
+            _cancel_take_profits(deal)  # the new one rests once it is off (_resting_ended)
         else:
             _place_take_profit(deal)
     _subscribe_stop_loss(deal)
@@ -314,8 +336,8 @@ def _closed(deal: Deal, reason: str, now_ms: int) -> None:
     ConditionSubscription.objects.filter(
         bot=deal.bot, active=True, bot_config__deal_id=deal.pk
     ).update(active=False)
-    for order in deal.orders.filter(type="limit").exclude(status__in=FINAL_ORDER_STATES):
-        _queue_cancel(order.pk)
+    for order in _live_resting(deal):
+        _request_cancel(order)
 
 
 # --- orders a deal places ----------------------------------------------------------------
@@ -344,19 +366,40 @@ def _place_take_profit(deal: Deal) -> Order:
     )
 
 
+def _is_take_profit(order: Order) -> bool:
+    return order.leg.startswith("tp") and order.type == Order.Type.LIMIT
+
+
 def _live_take_profits(deal: Deal):
-    return deal.orders.filter(leg__startswith="tp").exclude(status__in=FINAL_ORDER_STATES)
+    return _live_resting(deal).filter(leg__startswith="tp")
+
+
+def _live_resting(deal: Deal):
+    """The deal's limit orders that are, or may be, on the exchange."""
+    return deal.orders.filter(type=Order.Type.LIMIT).exclude(status__in=FINAL_ORDER_STATES)
 
 
 def _cancel_take_profits(deal: Deal) -> None:
     for order in _live_take_profits(deal):
-        _queue_cancel(order.pk)
+        _request_cancel(order)
 
 
-def _queue_cancel(order_id: int) -> None:
+def _request_cancel(order: Order) -> None:
+    """After commit: the order is marked as one the deal wants cancelled
+    (reconciliation repeats the cancel until it is final, and nothing sends
+    it), and the cancel is queued. Marked after commit, not here: the row
+    is written with its own lock, never under the deal's (every path locks
+    an order before its deal). A closing or closed deal's resting orders
+    are cancelled by reconciliation whether marked or not."""
     from .tasks import cancel_order
 
-    transaction.on_commit(lambda: cancel_order.delay(order_id))
+    def mark_and_queue() -> None:
+        Order.objects.filter(pk=order.pk, cancel_requested_at__isnull=True).update(
+            cancel_requested_at=timezone.now(), updated_at=timezone.now()
+        )
+        cancel_order.delay(order.pk)
+
+    transaction.on_commit(mark_and_queue)
 
 
 def _subscribe_level(deal: Deal, role: str, level: int, price: Decimal) -> None:
@@ -408,41 +451,53 @@ def on_safety_trigger(deal_id: int, level: int) -> Order | None:
 
 
 def close_deal(deal_id: int, reason: str, cause: str) -> Deal | None:
-    """Exit at market (stop loss, or a trader's manual close): the sell goes
-    at once, or once the resting take profit is cancelled. The deal, now
-    closing (or closed, with nothing to sell); None if it was not open."""
+    """Exit at market (stop loss, or a trader's manual close). Its resting
+    orders are cancelled first, and the sell goes once none rests, for what
+    the deal then holds. The deal, now closing (or closed, with nothing to
+    sell); None if it was not open."""
     with transaction.atomic():
         deal = Deal.objects.select_for_update().select_related("bot").get(pk=deal_id)
         if deal.state != Deal.State.OPEN:
             return None
-        # Why it is closing, for the exit that may wait for the take profit's
-        # cancel; a take profit that fills first closes it as such.
-        transition(deal, Deal.State.CLOSING, cause, reason=reason)
-        deal.save(update_fields=["state", "updated_at"])
-        ConditionSubscription.objects.filter(
-            bot=deal.bot, active=True, bot_config__deal_id=deal.pk
-        ).update(active=False)
-        if _live_take_profits(deal).exists():
-            _cancel_take_profits(deal)
-        else:
-            _exit_at_market(deal, reason)
+        _start_closing(deal, reason, cause)
+        _exit_when_clear(deal)
         return deal
 
 
-def _exit_at_market(deal: Deal, reason: str, now_ms: int | None = None) -> Order | None:
+def _start_closing(deal: Deal, reason: str, cause: str, **detail) -> None:
+    # The reason is kept for the exit, which may wait for the cancels; a take
+    # profit that fills first closes the deal as such.
+    transition(deal, Deal.State.CLOSING, cause, reason=reason, **detail)
+    deal.save(update_fields=["state", "updated_at"])
+    ConditionSubscription.objects.filter(
+        bot=deal.bot, active=True, bot_config__deal_id=deal.pk
+    ).update(active=False)
+    for order in _live_resting(deal):
+        _request_cancel(order)
+
+
+_EXIT_LEGS = {
+    Deal.CloseReason.STOP_LOSS: "sl",
+    Deal.CloseReason.TAKE_PROFIT: "tptrail",
+    Deal.CloseReason.MANUAL: "close",
+}
+_EXIT_REASONS = {leg: reason for reason, leg in _EXIT_LEGS.items()}
+
+
+def _exit_when_clear(deal: Deal, now_ms: int | None = None) -> Order | None:
+    """A closing deal's sell at market, once none of its orders rests and
+    none has gone out yet; closed at once when nothing is left to sell."""
+    if _live_resting(deal).exists() or deal.orders.filter(leg__in=_EXIT_REASONS).exists():
+        return None
+    closing = deal.events.filter(from_state=Deal.State.OPEN, to_state=Deal.State.CLOSING).last()
+    reason = (closing.detail if closing else {}).get("reason", Deal.CloseReason.MANUAL)
     held = _base_held(deal)
     if held <= 0:
         # Nothing left to sell (the take profit sold it all, or dust only).
-        _closed(deal, reason, _exchange_now_ms() if now_ms is None else now_ms)
+        # (by hand or on a trigger, no exchange answer carries the time: ours)
+        _closed(deal, reason, now_ms or int(timezone.now().timestamp() * 1000))
         return None
-    leg = "sl" if reason == Deal.CloseReason.STOP_LOSS else "close"
-    return new_order(deal, leg, "sell", "market", quantity=held)
-
-
-def _exchange_now_ms() -> int:
-    from alerts.evaluation import market
-
-    return market().source.server_time_ms()
+    return new_order(deal, _EXIT_LEGS.get(reason, "close"), "sell", "market", quantity=held)
 
 
 def on_bar_closed(deal_id: int, high: Decimal, close: Decimal, now_ms: int) -> Order | None:
@@ -476,12 +531,13 @@ def _exit_trailing(deal_id: int, now_ms: int) -> Order | None:
         deal = Deal.objects.select_for_update().select_related("bot").get(pk=deal_id)
         if deal.state != Deal.State.OPEN:
             return None
-        transition(deal, Deal.State.CLOSING, "trailing_take_profit", high=str(deal.trailing_high))
-        deal.save(update_fields=["state"])
-        ConditionSubscription.objects.filter(
-            bot=deal.bot, active=True, bot_config__deal_id=deal.pk
-        ).update(active=False)
-        return new_order(deal, "tptrail", "sell", "market", quantity=_base_held(deal))
+        _start_closing(
+            deal,
+            Deal.CloseReason.TAKE_PROFIT,
+            "trailing_take_profit",
+            high=str(deal.trailing_high),
+        )
+        return _exit_when_clear(deal, now_ms)
 
 
 def open_deals_query():

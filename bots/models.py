@@ -214,6 +214,9 @@ class Order(models.Model):
     error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
+    # Set with the deal's decision to cancel it; until the order is final,
+    # reconciliation repeats the cancel and nothing sends it.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
     filled_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

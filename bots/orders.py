@@ -30,7 +30,7 @@ from .exchanges.base import (
     OrderRequest,
     OrderState,
 )
-from .models import Order
+from .models import Deal, Order
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,9 @@ def place_order(order_id: int) -> None:
     order = Order.objects.select_related("deal__bot__account").get(pk=order_id)
     if order.status in SENT_STATES:
         return  # placed already: a duplicate task
+    if unwanted(order):
+        cancel_order(order_id)  # the deal no longer wants it: never send it (again)
+        return
     exchange = _exchange(order)
     symbol = order.deal.bot.symbol
     try:
@@ -148,6 +151,15 @@ def _send(order: Order, exchange: Exchange, request: OrderRequest) -> None:
         mark_failed(order.pk, Order.Status.REJECTED, str(exc))
         return
     apply_state(order.pk, state)
+
+
+def unwanted(order: Order) -> bool:
+    """An order its deal wants cancelled: marked so, or a resting order of a
+    deal that is closing (its exit waits for it) or closed."""
+    return order.cancel_requested_at is not None or (
+        order.type == Order.Type.LIMIT
+        and order.deal.state in (Deal.State.CLOSING, Deal.State.CLOSED)
+    )
 
 
 def _past_recv_window(order: Order) -> bool:
@@ -213,7 +225,7 @@ def mark_failed(order_id: int, status: str, error: str) -> None:
 
 def cancel_order(order_id: int) -> None:
     order = Order.objects.select_related("deal__bot__account").get(pk=order_id)
-    if order.status == Order.Status.NEW and _cancel_unsent(order_id, Order.Status.NEW):
+    if order.status == Order.Status.NEW and _cancel_unsent(order):
         return
     order.refresh_from_db()  # a place_order task may have claimed it meanwhile
     if order.status in ("filled", "cancelled", "rejected", "failed"):
@@ -233,33 +245,38 @@ def cancel_order(order_id: int) -> None:
                 raise OutcomeUnknown(
                     f"{order.client_order_id}: not on the exchange yet; it may still land"
                 ) from None
-            _cancel_unsent(order_id, order.status)
+            if not _cancel_unsent(order):
+                raise OutcomeUnknown(
+                    f"{order.client_order_id}: a worker is placing it meanwhile"
+                ) from None
             return
     except ExchangeUnavailable as exc:
         raise OutcomeUnknown(str(exc)) from None
     apply_state(order.pk, state)
 
 
-def _cancel_unsent(order_id: int, status: str) -> bool:
+def _cancel_unsent(order: Order) -> bool:
     """An order the exchange never had (`new`, or `submitted` and never
-    arrived), still in `status`, is cancelled here and the deal reacts, as to
-    any cancel: a take profit that never went out is as gone as a cancelled
-    one. False when the row has moved on (a worker claimed it meanwhile)."""
-    if status not in (Order.Status.NEW, Order.Status.SUBMITTED):
+    arrived) is cancelled here, if its row is still as `order` read it, and
+    the deal reacts, as to any cancel: a take profit that never went out is
+    as gone as a cancelled one. False when the row moved on (a worker
+    claimed it, or sent it again, meanwhile)."""
+    if order.status not in (Order.Status.NEW, Order.Status.SUBMITTED):
         return False
     with transaction.atomic():
-        order = Order.objects.select_for_update().get(pk=order_id)
-        if order.status != status:
+        row = Order.objects.select_for_update().get(pk=order.pk)
+        if (row.status, row.submitted_at) != (order.status, order.submitted_at):
             return False
-        order.status = Order.Status.CANCELLED
-        order.save(update_fields=["status", "updated_at"])
-        deals.on_order_update(order, status, _now_ms())
+        row.status = Order.Status.CANCELLED
+        row.save(update_fields=["status", "updated_at"])
+        deals.on_order_update(row, order.status, _now_ms())
     return True
 
 
 def reconcile_orders(limit: int = 500, settle_s: float = 0.0) -> int:
     """Bring orders we are unsure of up to date: `submitted` ones (answer
-    lost), resting limits (filled meanwhile?), and `new` ones never sent.
+    lost), resting limits (filled meanwhile?), `new` ones never sent, and
+    the cancels the deals asked for.
 
     A `new` or `submitted` order changed less than `settle_s` ago still has
     its place_order task on the way: it is left to it, so that a burst of
@@ -272,7 +289,12 @@ def reconcile_orders(limit: int = 500, settle_s: float = 0.0) -> int:
     touched = 0
     for order in pending:
         try:
-            if order.status in (Order.Status.NEW, Order.Status.SUBMITTED):
+            if unwanted(order):
+                # Cancelled until it is final (its own task may have given up
+                # on an exchange that was down), once that task had its turn.
+                if order.updated_at <= settled:
+                    cancel_order(order.pk)
+            elif order.status in (Order.Status.NEW, Order.Status.SUBMITTED):
                 place_order(order.pk)
             else:
                 state = _lookup(_exchange(order), order.deal.bot.symbol, order.client_order_id)

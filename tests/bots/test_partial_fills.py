@@ -191,10 +191,8 @@ def test_a_take_profit_that_fills_before_its_cancel_lands_closes_the_deal_with_n
     assert stub.orders.count(f"tdn-{deal.pk}-sl") == 0
 
 
-def test_a_resting_safety_bought_in_part_is_sold_with_the_deal_and_a_late_part_is_on_record(
-    stub, django_capture_on_commit_callbacks
-):
-    # given an open deal whose resting safety order bought a third of its size
+def resting_safety_deal(stub, django_capture_on_commit_callbacks) -> Deal:
+    """An open deal whose resting safety order and take profit rest."""
     account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
     bot = BotFactory(
         user=account.user,
@@ -207,6 +205,19 @@ def test_a_resting_safety_bought_in_part_is_sold_with_the_deal_and_a_late_part_i
         deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
         place_new(deal)
         place_new(deal)
+    assert {o.leg: o.status for o in deal.orders.all()} == {
+        "base": "filled",
+        "so1": "open",
+        "tp1": "open",
+    }
+    return deal
+
+
+def test_a_closing_deal_sells_what_its_resting_safety_bought_before_its_cancel_landed(
+    stub, django_capture_on_commit_callbacks
+):
+    # given a resting safety order that bought a third of its size
+    deal = resting_safety_deal(stub, django_capture_on_commit_callbacks)
     so1 = deal.orders.get(leg="so1")
     part = part_of(so1)
     stub.orders.fill_partially(so1.client_order_id, part, stub.now_ms())
@@ -216,27 +227,54 @@ def test_a_resting_safety_bought_in_part_is_sold_with_the_deal_and_a_late_part_i
     bought = deal.orders.get(leg="base").filled_quantity * (1 - COMMISSION)
     assert deal.base_bought == bought + part * (1 - COMMISSION)
 
-    # when the trader closes it, after the take profit is cancelled
+    # when the trader closes the deal, and the safety buys more before its cancel lands
     with django_capture_on_commit_callbacks(execute=False):
         deals.close_deal(deal.pk, Deal.CloseReason.MANUAL, "manual")
         orders.cancel_order(deal.orders.get(leg="tp1").pk)
+    assert not deal.orders.filter(leg="close").exists()  # the safety still rests
+    stub.orders.fill_partially(so1.client_order_id, part, stub.now_ms())
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.cancel_order(so1.pk)
         place_new(deal)
     deal.refresh_from_db()
 
-    # then what the safety bought is sold too (to the lot step)
+    # then the exit sells everything bought, both parts included (to the lot step)
+    assert deal.base_bought == bought + 2 * part * (1 - COMMISSION)
     close = deal.orders.get(leg="close")
     assert close.quantity == deal.base_bought
     assert deal.base_bought - close.filled_quantity < Decimal("0.001")
     assert (deal.state, deal.close_reason) == ("closed", "manual")
-    # and a part the safety bought before its cancel landed is on the deal's record
+    assert not deal.events.filter(cause="fill_after_close").exists()
+
+
+def test_a_part_bought_after_the_take_profit_closed_the_deal_is_on_its_record(
+    stub, django_capture_on_commit_callbacks
+):
+    # given a deal whose take profit the market reaches before its safety order
+    deal = resting_safety_deal(stub, django_capture_on_commit_callbacks)
+    so1, tp1 = deal.orders.get(leg="so1"), deal.orders.get(leg="tp1")
+    candles = stub.market.klines(
+        "ETHBTC", "5m", as_epoch_ms("2018-01-25T00:00:00Z"), start_ms=stub.now_ms(), limit=1000
+    )
+    touch = candles[candles["high"] >= float(on_exchange(stub, tp1))].index[1]
+    assert (candles["low"].loc[:touch] > float(on_exchange(stub, so1))).all()
+    stub.set_time(int(candles["open_time"].loc[touch]))
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.reconcile_orders()
+    deal.refresh_from_db()
+    assert (deal.state, deal.close_reason) == ("closed", "take_profit")
+    pnl = deal.realized_pnl_quote
+
+    # when the safety order buys part of its size before its cancel lands
     more = part_of(so1)
     stub.orders.fill_partially(so1.client_order_id, more, stub.now_ms())
     orders.cancel_order(so1.pk)
+
+    # then that part is on the deal's record, and its figures stay as closed
     late = deal.events.get(cause="fill_after_close")
     assert (late.detail["leg"], Decimal(late.detail["quantity"])) == ("so1", more)
     assert deal.orders.get(leg="so1").status == "cancelled"
-    final = Deal.objects.get(pk=deal.pk)
-    assert final.realized_pnl_quote == deal.realized_pnl_quote
+    assert Deal.objects.get(pk=deal.pk).realized_pnl_quote == pnl
 
 
 def test_a_take_profit_whose_placement_may_still_land_is_not_taken_for_cancelled(
@@ -268,3 +306,112 @@ def test_a_take_profit_whose_placement_may_still_land_is_not_taken_for_cancelled
         orders.cancel_order(tp1.pk)
     assert deal.orders.get(leg="tp1").status == "cancelled"
     assert deal.orders.get(leg="close").quantity == Deal.objects.get(pk=deal.pk).base_bought
+
+
+# --- cancels that must not be lost, exits that must not be doubled ----------------------------
+
+
+def test_a_closing_deal_whose_cancel_was_lost_is_finished_by_reconciliation(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    deal = resting
+    # the stop loss fires; its take profit's cancel task never runs (the
+    # exchange was down past its retries, or the broker lost it)
+    with django_capture_on_commit_callbacks(execute=False):
+        deals.close_deal(deal.pk, Deal.CloseReason.STOP_LOSS, "stop_loss")
+
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.reconcile_orders()  # cancels the take profit; the exit is written
+        orders.reconcile_orders()  # places the exit
+    deal.refresh_from_db()
+
+    assert deal.orders.get(leg="tp1").status == "cancelled"
+    assert deal.orders.get(leg="sl").status == "filled"
+    assert (deal.state, deal.close_reason) == ("closed", "stop_loss")
+
+
+def test_a_take_profit_marked_for_cancel_before_it_went_out_is_never_sent(
+    stub, django_capture_on_commit_callbacks
+):
+    # given a deal whose take profit row is written but not sent yet, when a
+    # safety order fills and marks it for cancel (what the decision's
+    # after-commit step writes)
+    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
+    bot = BotFactory(
+        user=account.user, account=account, symbol="ETHBTC", status="running", settings=DCA_SETTINGS
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
+        place_new(deal)  # the base only: tp1 is written, not sent
+        deals.on_safety_trigger(deal.pk, 1)
+        orders.place_order(deal.orders.get(leg="so1").pk)
+    tp1 = deal.orders.get(leg="tp1")
+    assert tp1.status == "new" and not deal.orders.filter(leg="tp2").exists()
+    Order.objects.filter(pk=tp1.pk).update(cancel_requested_at=timezone.now())
+
+    # when its place_order task runs after all
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.place_order(tp1.pk)
+
+    # then it is cancelled without being sent, and the re-priced one is written
+    assert deal.orders.get(leg="tp1").status == "cancelled"
+    assert stub.orders.count(tp1.client_order_id) == 0
+    deal.refresh_from_db()
+    assert deal.orders.get(leg="tp2").quantity == deal.base_bought
+
+
+def test_a_take_profit_that_filled_before_its_re_pricing_cancel_leaves_the_rest_to_a_new_one(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    deal = resting
+    tp1 = deal.orders.get(leg="tp1")
+    # a safety order fills; the take profit's cancel is on its way...
+    with django_capture_on_commit_callbacks(execute=False):
+        deals.on_safety_trigger(deal.pk, 1)
+        orders.place_order(deal.orders.get(leg="so1").pk)
+    # ...when the market reaches the old take profit
+    candles = stub.market.klines(
+        "ETHBTC", "5m", as_epoch_ms("2018-01-25T00:00:00Z"), start_ms=stub.now_ms(), limit=1000
+    )
+    stub.set_time(int(candles[candles["high"] >= float(tp1.price)]["open_time"].iloc[1]))
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.cancel_order(tp1.pk)  # finds it filled
+    deal.refresh_from_db()
+
+    # then the deal stays open: what the safety bought rests in a new take profit
+    tp1.refresh_from_db()
+    assert tp1.status == "filled" and deal.state == "open"
+    tp2 = deal.orders.get(leg="tp2")
+    so1 = deal.orders.get(leg="so1")
+    assert tp2.quantity == deal.base_bought - tp1.filled_quantity
+    assert tp2.quantity >= so1.filled_quantity - so1.fee
+    assert deal.events.filter(cause="take_profit_short").count() == 1
+
+
+def test_an_exit_already_out_is_not_sent_again_when_the_take_profit_is_cancelled(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    # a deal closed by the release before this one: exit and cancel sent together
+    deal = resting
+    with django_capture_on_commit_callbacks(execute=False):
+        deals.close_deal(deal.pk, Deal.CloseReason.STOP_LOSS, "stop_loss")
+        deals.new_order(deal, "sl", "sell", "market", quantity=deal.base_bought)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.cancel_order(deal.orders.get(leg="tp1").pk)
+        place_new(deal)
+    deal.refresh_from_db()
+
+    assert deal.orders.filter(side="sell", type="market").count() == 1
+    assert (deal.state, deal.close_reason) == ("closed", "stop_loss")
+
+
+def test_a_cancel_never_overrides_a_worker_that_claimed_the_order_meanwhile(stub, resting):
+    tp1 = resting.orders.get(leg="tp1")
+    Order.objects.filter(pk=tp1.pk).update(status="submitted", submitted_at=timezone.now())
+    seen = Order.objects.get(pk=tp1.pk)
+    # a place_order retry claims it again (a new submitted_at) and sends it
+    Order.objects.filter(pk=tp1.pk).update(submitted_at=timezone.now() + timedelta(seconds=1))
+
+    assert orders._cancel_unsent(seen) is False
+    assert Order.objects.get(pk=tp1.pk).status == "submitted"

@@ -167,7 +167,7 @@ def test_the_command_reports_what_it_deleted_and_dry_run_deletes_nothing(live, c
         "evaluation cache: would delete 3 row(s) of bars opened before 2018-01-10 12:02 UTC "
         "(market time)"
     )
-    assert report[1] == "  ETHBTC: bars from 2017-12-31 01:57 UTC kept for bots' entries"
+    assert report[1] == "  ETHBTC: bars from 2017-12-31 01:52 UTC kept for bots' entries"
     assert report[2].startswith("outbox: would delete 0 done message(s) finished before ")
     assert kept("LTCBTC") == [40.0, 20.0, 0.5]
 

@@ -243,3 +243,12 @@ def test_over_tls_the_certificate_is_verified_for_the_urls_name_at_the_address_c
     assert wrong_name.status_code is None and wrong_name.retryable
     assert wrong_name.error == "SSLError: hostname 'other.test' doesn't match 'hooks.test'"
     assert tls_receiver.count() == 1
+
+
+def test_an_international_host_name_goes_out_in_its_idna_form(receiver):
+    port = receiver.server.server_address[1]
+
+    attempt = post(f"http://bücher.invalid:{port}/hook", b"{}", "secret", "e1", ["127.0.0.1"])
+
+    assert attempt.delivered
+    assert receiver.requests[0].headers["Host"] == f"xn--bcher-kva.invalid:{port}"
