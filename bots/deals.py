@@ -74,7 +74,7 @@ def new_order(deal: Deal, leg: str, side: str, type_: str, **amounts) -> Order:
         client_order_id=client_order_id(deal.pk, leg),
         **amounts,
     )
-    transaction.on_commit(lambda: _queue_placement(order.pk))
+    transaction.on_commit(lambda: _queue_placement(order.pk), robust=True)
     return order
 
 
@@ -186,10 +186,21 @@ def on_order_update(
         deal.closed_at = exchange_time(now_ms)
         deal.save()
         return
+    elif order.leg in _EXIT_REASONS and order.status in FINAL_ORDER_STATES:
+        # The exit was refused (below the lot or the minimum value: dust; or
+        # the balance) or ended with nothing sold: the deal is closed on its
+        # reason with what it still holds on the record, not left closing.
+        record(
+            deal,
+            "exit_refused",
+            {"leg": order.leg, "error": order.error, "held": str(_base_held(deal))},
+        )
+        _closed(deal, _EXIT_REASONS[order.leg], now_ms)
+        return
     elif order.status in (Order.Status.REJECTED, Order.Status.FAILED):
         record(deal, f"{order.leg}_{order.status}", {"error": order.error})
-    if order.type == Order.Type.LIMIT and order.status in FINAL_ORDER_STATES:
-        _resting_ended(deal, settings, order, now_ms)
+    if order.status in FINAL_ORDER_STATES:
+        _order_ended(deal, settings, order, now_ms)
 
 
 def _filled(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
@@ -221,11 +232,12 @@ def _take_profit_filled(deal: Deal, order: Order, now_ms: int) -> None:
         _place_take_profit(deal)
 
 
-def _resting_ended(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
-    """A resting order is off the exchange. A closing deal exits once none
-    rests; an open one whose take profit was cancelled (to be re-priced,
-    or by hand) rests a new one at its current price, unless it was refused
-    (it would be again) or another rests already."""
+def _order_ended(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: int) -> None:
+    """An order is final. A closing deal exits once none of its orders is
+    live. An open one whose take profit the deal had cancelled (to re-price
+    it) rests a new one at its current price; one the exchange ended by
+    itself (expired, self-trade prevention) or refused is not re-placed,
+    which could loop: it is on the record, and the stop loss still stands."""
     if deal.state == Deal.State.CLOSING:
         _exit_when_clear(deal, now_ms)
     elif (
@@ -235,7 +247,10 @@ def _resting_ended(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: 
         and settings.trailing_deviation is None
         and not _live_take_profits(deal).exists()
     ):
-        _place_take_profit(deal)
+        if order.cancel_requested_at is not None:
+            _place_take_profit(deal)
+        else:
+            record(deal, "take_profit_ended_by_exchange", {"leg": order.leg})
 
 
 def _account(deal: Deal, order: Order, traded: Traded) -> None:
@@ -318,7 +333,7 @@ def _safety_filled(deal: Deal, settings: dca.DcaSettings, order: Order, now_ms: 
             _resting_safety(deal, upcoming[0])
     if settings.trailing_deviation is None:
         if _live_take_profits(deal).exists():
-            _cancel_take_profits(deal)  # the new one rests once it is off (_resting_ended)
+            _cancel_take_profits(deal)  # the new one rests once it is off (_order_ended)
         else:
             _place_take_profit(deal)
     _subscribe_stop_loss(deal)
@@ -376,7 +391,12 @@ def _live_take_profits(deal: Deal):
 
 def _live_resting(deal: Deal):
     """The deal's limit orders that are, or may be, on the exchange."""
-    return deal.orders.filter(type=Order.Type.LIMIT).exclude(status__in=FINAL_ORDER_STATES)
+    return _live_orders(deal).filter(type=Order.Type.LIMIT)
+
+
+def _live_orders(deal: Deal):
+    """The deal's orders not final yet, its exit aside."""
+    return deal.orders.exclude(status__in=FINAL_ORDER_STATES).exclude(leg__in=_EXIT_REASONS)
 
 
 def _cancel_take_profits(deal: Deal) -> None:
@@ -385,21 +405,27 @@ def _cancel_take_profits(deal: Deal) -> None:
 
 
 def _request_cancel(order: Order) -> None:
-    """After commit: the order is marked as one the deal wants cancelled
-    (reconciliation repeats the cancel until it is final, and nothing sends
-    it), and the cancel is queued. Marked after commit, not here: the row
-    is written with its own lock, never under the deal's (every path locks
-    an order before its deal). A closing or closed deal's resting orders
-    are cancelled by reconciliation whether marked or not."""
+    """The order is marked as one the deal wants cancelled (reconciliation
+    repeats the cancel until it is final, and nothing sends it), and the
+    cancel is queued after commit. The mark is written here only if the
+    row is free: every path locks an order before its deal, so waiting for
+    it under the deal's lock could deadlock; a row busy now is marked after
+    commit. A closing or closed deal's orders are cancelled by
+    reconciliation whether marked or not."""
     from .tasks import cancel_order
+
+    now = timezone.now()
+    free = Order.objects.select_for_update(skip_locked=True).filter(pk=order.pk)
+    if free.exists():
+        free.filter(cancel_requested_at__isnull=True).update(cancel_requested_at=now)
 
     def mark_and_queue() -> None:
         Order.objects.filter(pk=order.pk, cancel_requested_at__isnull=True).update(
-            cancel_requested_at=timezone.now(), updated_at=timezone.now()
+            cancel_requested_at=now, updated_at=now
         )
         cancel_order.delay(order.pk)
 
-    transaction.on_commit(mark_and_queue)
+    transaction.on_commit(mark_and_queue, robust=True)
 
 
 def _subscribe_level(deal: Deal, role: str, level: int, price: Decimal) -> None:
@@ -472,8 +498,8 @@ def _start_closing(deal: Deal, reason: str, cause: str, **detail) -> None:
     ConditionSubscription.objects.filter(
         bot=deal.bot, active=True, bot_config__deal_id=deal.pk
     ).update(active=False)
-    for order in _live_resting(deal):
-        _request_cancel(order)
+    for order in _live_orders(deal):
+        _request_cancel(order)  # a market buy already sent finds itself filled
 
 
 _EXIT_LEGS = {
@@ -482,12 +508,14 @@ _EXIT_LEGS = {
     Deal.CloseReason.MANUAL: "close",
 }
 _EXIT_REASONS = {leg: reason for reason, leg in _EXIT_LEGS.items()}
+EXIT_LEGS = tuple(_EXIT_REASONS)
 
 
 def _exit_when_clear(deal: Deal, now_ms: int | None = None) -> Order | None:
-    """A closing deal's sell at market, once none of its orders rests and
-    none has gone out yet; closed at once when nothing is left to sell."""
-    if _live_resting(deal).exists() or deal.orders.filter(leg__in=_EXIT_REASONS).exists():
+    """A closing deal's sell at market, once none of its other orders is
+    live and no exit has gone out yet; closed at once when nothing is left
+    to sell."""
+    if _live_orders(deal).exists() or deal.orders.filter(leg__in=_EXIT_REASONS).exists():
         return None
     closing = deal.events.filter(from_state=Deal.State.OPEN, to_state=Deal.State.CLOSING).last()
     reason = (closing.detail if closing else {}).get("reason", Deal.CloseReason.MANUAL)

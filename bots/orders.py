@@ -108,8 +108,12 @@ def place_order(order_id: int) -> None:
         return
     now = timezone.now()
     if order.status == Order.Status.NEW:
-        claimed = Order.objects.filter(pk=order.pk, status=Order.Status.NEW).update(
-            status=Order.Status.SUBMITTED, submitted_at=now
+        # Claimed only while its deal still wants it: a close committed since
+        # `unwanted` looked leaves it to the cancel.
+        claimed = (
+            Order.objects.filter(pk=order.pk, status=Order.Status.NEW)
+            .filter(_still_wanted)
+            .update(status=Order.Status.SUBMITTED, submitted_at=now)
         )
     else:
         # An earlier attempt's answer was lost: does the order exist?
@@ -123,9 +127,13 @@ def place_order(order_id: int) -> None:
                 raise OutcomeUnknown(
                     f"{order.client_order_id}: not found yet; the earlier attempt may still land"
                 ) from None
-        claimed = Order.objects.filter(
-            pk=order.pk, status=Order.Status.SUBMITTED, submitted_at=order.submitted_at
-        ).update(submitted_at=now)
+        claimed = (
+            Order.objects.filter(
+                pk=order.pk, status=Order.Status.SUBMITTED, submitted_at=order.submitted_at
+            )
+            .filter(_still_wanted)
+            .update(submitted_at=now)
+        )
     if not claimed:
         raise OutcomeUnknown(f"{order.client_order_id}: another worker is placing it")
     _send(order, exchange, request)
@@ -153,11 +161,16 @@ def _send(order: Order, exchange: Exchange, request: OrderRequest) -> None:
     apply_state(order.pk, state)
 
 
+_still_wanted = Q(cancel_requested_at__isnull=True) & (
+    Q(leg__in=deals.EXIT_LEGS) | Q(deal__state__in=[Deal.State.OPENING, Deal.State.OPEN])
+)
+
+
 def unwanted(order: Order) -> bool:
-    """An order its deal wants cancelled: marked so, or a resting order of a
-    deal that is closing (its exit waits for it) or closed."""
+    """An order its deal wants cancelled: marked so, or any order but the
+    exit of a deal that is closing (its exit waits for it) or closed."""
     return order.cancel_requested_at is not None or (
-        order.type == Order.Type.LIMIT
+        order.leg not in deals.EXIT_LEGS
         and order.deal.state in (Deal.State.CLOSING, Deal.State.CLOSED)
     )
 
@@ -212,6 +225,7 @@ def apply_state(order_id: int, state: OrderState, now_ms: int | None = None) -> 
 
 def mark_failed(order_id: int, status: str, error: str) -> None:
     logger.warning("order %s %s: %s", order_id, status, error)
+    now_ms = _now_ms()  # read before the locks: it is a request to the exchange
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
         previous = order.status
@@ -220,7 +234,7 @@ def mark_failed(order_id: int, status: str, error: str) -> None:
         order.status = status
         order.error = error[:500]
         order.save(update_fields=["status", "error", "updated_at"])
-        deals.on_order_update(order, previous, _now_ms())
+        deals.on_order_update(order, previous, now_ms)
 
 
 def cancel_order(order_id: int) -> None:
@@ -263,13 +277,14 @@ def _cancel_unsent(order: Order) -> bool:
     claimed it, or sent it again, meanwhile)."""
     if order.status not in (Order.Status.NEW, Order.Status.SUBMITTED):
         return False
+    now_ms = _now_ms()  # read before the locks: it is a request to the exchange
     with transaction.atomic():
         row = Order.objects.select_for_update().get(pk=order.pk)
         if (row.status, row.submitted_at) != (order.status, order.submitted_at):
             return False
         row.status = Order.Status.CANCELLED
         row.save(update_fields=["status", "updated_at"])
-        deals.on_order_update(row, order.status, _now_ms())
+        deals.on_order_update(row, order.status, now_ms)
     return True
 
 
@@ -282,10 +297,16 @@ def reconcile_orders(limit: int = 500, settle_s: float = 0.0) -> int:
     its place_order task on the way: it is left to it, so that a burst of
     entries is placed by every worker at once rather than by this loop alone."""
     settled = timezone.now() - timedelta(seconds=settle_s)
-    pending = Order.objects.filter(
-        Q(status__in=[Order.Status.OPEN, Order.Status.PARTIALLY_FILLED])
-        | Q(status__in=[Order.Status.SUBMITTED, Order.Status.NEW], updated_at__lte=settled)
-    ).select_related("deal__bot__account")[:limit]
+    # Least recently looked at first: a look that changes nothing still
+    # moves the order to the back, so every order is seen however many rest.
+    pending = (
+        Order.objects.filter(
+            Q(status__in=[Order.Status.OPEN, Order.Status.PARTIALLY_FILLED])
+            | Q(status__in=[Order.Status.SUBMITTED, Order.Status.NEW], updated_at__lte=settled)
+        )
+        .select_related("deal__bot__account")
+        .order_by("updated_at", "pk")[:limit]
+    )
     touched = 0
     for order in pending:
         try:
@@ -300,9 +321,18 @@ def reconcile_orders(limit: int = 500, settle_s: float = 0.0) -> int:
                 state = _lookup(_exchange(order), order.deal.bot.symbol, order.client_order_id)
                 if state.status != order.status or state.filled_quantity != order.filled_quantity:
                     apply_state(order.pk, state)
+                else:
+                    _to_the_back(order)
             touched += 1
         except (OutcomeUnknown, OrderNotFound) as exc:
             logger.warning("reconcile %s: %s", order.client_order_id, exc)
+            _to_the_back(order)
         except Exception:
             logger.exception("reconcile %s failed", order.client_order_id)
+            _to_the_back(order)
     return touched
+
+
+def _to_the_back(order: Order) -> None:
+    """Looked at now: the next passes look at the others first."""
+    Order.objects.filter(pk=order.pk, updated_at=order.updated_at).update(updated_at=timezone.now())

@@ -1,6 +1,9 @@
-"""A live (stub) Binance deal whose take profit trades in parts: every part is
-accounted once, and a re-priced take profit or a market exit goes out only
-once the resting take profit is off the exchange, for what it did not sell."""
+"""Live (stub) Binance deals whose orders trade in parts, whose exits race
+their resting orders, and whose cancels get lost: every part is accounted
+once; a re-priced take profit or a market exit goes out only once the
+orders resting before it are final, for what they did not trade; a cancel
+the deal asked for is repeated until it lands and the order is never sent;
+an exit is sent once, and a refused one still closes the deal."""
 
 from __future__ import annotations
 
@@ -415,3 +418,85 @@ def test_a_cancel_never_overrides_a_worker_that_claimed_the_order_meanwhile(stub
 
     assert orders._cancel_unsent(seen) is False
     assert Order.objects.get(pk=tp1.pk).status == "submitted"
+
+
+def test_a_safety_buy_decided_before_the_close_is_never_sent_after_it(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    deal = resting
+    # the safety level and the stop loss fire on the same bar: the safety's
+    # market buy is written, not sent yet, when the deal starts closing
+    with django_capture_on_commit_callbacks(execute=False):
+        deals.on_safety_trigger(deal.pk, 1)
+        deals.close_deal(deal.pk, Deal.CloseReason.STOP_LOSS, "stop_loss")
+        orders.place_order(deal.orders.get(leg="so1").pk)
+        orders.cancel_order(deal.orders.get(leg="tp1").pk)
+        place_new(deal)
+    deal.refresh_from_db()
+
+    assert deal.orders.get(leg="so1").status == "cancelled"
+    assert stub.orders.count(f"tdn-{deal.pk}-so1") == 0
+    assert deal.orders.get(leg="sl").quantity == deal.base_bought
+    assert (deal.state, deal.close_reason) == ("closed", "stop_loss")
+
+
+def test_an_exit_refused_for_dust_closes_the_deal_with_what_is_left_on_record(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    deal = resting
+    tp1 = deal.orders.get(leg="tp1")
+    # the take profit sold all but one lot, worth less than the minimum order
+    left = Decimal("0.001")
+    stub.orders.fill_partially(tp1.client_order_id, tp1.quantity.quantize(left) - left, 0)
+    with django_capture_on_commit_callbacks(execute=False):
+        deals.close_deal(deal.pk, Deal.CloseReason.STOP_LOSS, "stop_loss")
+        orders.cancel_order(tp1.pk)
+        place_new(deal)
+    deal.refresh_from_db()
+
+    assert deal.orders.get(leg="sl").status == "rejected"
+    assert (deal.state, deal.close_reason) == ("closed", "stop_loss")
+    refused = deal.events.get(cause="exit_refused")
+    assert (
+        Decimal(refused.detail["held"])
+        == deal.base_bought - deal.orders.get(leg="tp1").filled_quantity
+    )
+    assert "NOTIONAL" in refused.detail["error"]
+
+
+def test_reconciliation_looks_at_every_resting_order_however_many_rest(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    resting_safety_deal(stub, django_capture_on_commit_callbacks)  # two more resting orders
+    resting_ids = {o.client_order_id for o in Order.objects.filter(status="open", type="limit")}
+    assert len(resting_ids) == 3
+
+    with django_capture_on_commit_callbacks(execute=False):
+        for _ in range(3):
+            orders.reconcile_orders(limit=1)
+
+    looked = {
+        r.params.get("origClientOrderId")
+        for r in stub.request_log("/api/v3/order")
+        if r.method == "GET"
+    }
+    assert looked == resting_ids
+
+
+def test_a_take_profit_the_exchange_ended_by_itself_is_not_placed_again(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    from bots.exchanges.base import OrderState
+
+    deal = resting
+    tp1 = deal.orders.get(leg="tp1")
+    # the exchange expires it (self-trade prevention, say): no cancel was asked
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.apply_state(
+            tp1.pk, OrderState(tp1.client_order_id, tp1.exchange_order_id, "cancelled")
+        )
+    deal.refresh_from_db()
+
+    assert deal.state == "open"
+    assert not deal.orders.filter(leg="tp2").exists()
+    assert deal.events.filter(cause="take_profit_ended_by_exchange").count() == 1
