@@ -551,14 +551,8 @@ def on_bar_closed(deal_id: int, high: Decimal, close: Decimal, now_ms: int) -> O
             1 - settings.trailing_deviation / 100
         ):
             return None
-    return _exit_trailing(deal_id, now_ms)
-
-
-def _exit_trailing(deal_id: int, now_ms: int) -> Order | None:
-    with transaction.atomic():
-        deal = Deal.objects.select_for_update().select_related("bot").get(pk=deal_id)
-        if deal.state != Deal.State.OPEN:
-            return None
+        # Decided and begun under the same lock: a safety fill in between
+        # would have reset the trail.
         _start_closing(
             deal,
             Deal.CloseReason.TAKE_PROFIT,

@@ -110,6 +110,24 @@ class BotFactory(factory.django.DjangoModelFactory):
     settings = {"base_order_size": "100", "entry": {"mode": "asap"}}
 
 
+def playbook_entry(*steps: tuple[dict, int]) -> dict:
+    """A bot's entry (BOTS.md) needing every (condition, validity in bars),
+    in that priority order."""
+    return {
+        "mode": "playbook",
+        "conditions": [
+            {
+                "condition": condition,
+                "priority": priority,
+                "validityDuration": validity,
+                "validityDurationUnit": "bars",
+            }
+            for priority, (condition, validity) in enumerate(steps, start=1)
+        ],
+        "gateLogic": "ALL",
+    }
+
+
 class SubscriptionFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = ConditionSubscription

@@ -15,7 +15,7 @@ from bots.services import EntryNotReady, entry_holds, entry_playbook, subscribe_
 from bots.tasks import bot_action
 from conditions.engine.playbook import NormalizedAlert
 from conditions.models import ConditionSubscription, ConditionTrigger
-from tests.factories import DCA_SETTINGS, BotFactory
+from tests.factories import DCA_SETTINGS, BotFactory, playbook_entry
 from tests.pipeline.conftest import FIVE_MINUTES, KLINES_DIR, bar
 from tradeeon.celery import app as celery_app
 
@@ -34,19 +34,7 @@ def closes_of(*opened: int) -> list[float]:
 def bot_entering_on(*steps: tuple[dict, int], **settings) -> NormalizedAlert:
     """A running bot on ETHBTC 5m whose entry needs every (condition,
     validity in bars), subscribed to its conditions; its entry playbook."""
-    entry = {
-        "mode": "playbook",
-        "conditions": [
-            {
-                "condition": condition,
-                "priority": priority,
-                "validityDuration": validity,
-                "validityDurationUnit": "bars",
-            }
-            for priority, (condition, validity) in enumerate(steps, start=1)
-        ],
-        "gateLogic": "ALL",
-    }
+    entry = playbook_entry(*steps)
     bot = BotFactory(
         status=Bot.Status.RUNNING, settings={**DCA_SETTINGS, **settings, "entry": entry}
     )

@@ -4,46 +4,29 @@ answer: each case ends with exactly one order on the exchange for the row."""
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
-from django.test import override_settings
 from django.utils import timezone
 
-from alerts.evaluation import market
 from bots import deals, orders, tasks
 from bots.models import Order
-from conditions.marketdata.stub import run_stub
-from tests.conftest import KLINES_DIR
-from tests.factories import DCA_SETTINGS, BotFactory, ExchangeAccountFactory
+from tests.bots.live import live_bot, stub_exchange
 
-SETTINGS = {**DCA_SETTINGS}
 RECV_WINDOW_MS = 1000
 
 
 @pytest.fixture
 def stub():
-    with run_stub(KLINES_DIR / "ETHBTC-5m.csv", speed=0, start="2018-01-15T00:00:00Z") as running:
-        with override_settings(
-            BINANCE_API_URL=running.url,
-            BINANCE_TIMEOUT_S=0.5,
-            BINANCE_RECV_WINDOW_MS=RECV_WINDOW_MS,
-            KLINE_CACHE_PREFIX=f"test-klines-{uuid.uuid4().hex}",
-        ):
-            market.cache_clear()
-            yield running
-        market.cache_clear()
+    with stub_exchange(BINANCE_TIMEOUT_S=0.5, BINANCE_RECV_WINDOW_MS=RECV_WINDOW_MS) as running:
+        yield running
 
 
 @pytest.fixture
 def base_order(stub, django_capture_on_commit_callbacks) -> Order:
     """A live (stub) Binance bot's deal with its base order row, not yet sent."""
-    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
-    bot = BotFactory(
-        user=account.user, account=account, symbol="ETHBTC", status="running", settings=SETTINGS
-    )
+    bot = live_bot()
     with django_capture_on_commit_callbacks(execute=False):
         deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
     return deal.orders.get(leg="base")
@@ -183,14 +166,7 @@ def test_rate_limits_are_honoured_without_sending(
 def test_an_order_below_the_minimum_is_refused_with_a_reason_and_never_sent(
     stub, django_capture_on_commit_callbacks
 ):
-    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
-    bot = BotFactory(
-        user=account.user,
-        account=account,
-        symbol="ETHBTC",
-        status="running",
-        settings={**SETTINGS, "base_order_size": "0.00001"},
-    )
+    bot = live_bot(base_order_size="0.00001")
     with django_capture_on_commit_callbacks(execute=False):
         deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
     order = deal.orders.get()

@@ -7,51 +7,32 @@ an exit is sent once, and a refused one still closes the deal."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
-from django.test import override_settings
 from django.utils import timezone
 
-from alerts.evaluation import market
 from bots import deals, orders
 from bots.models import Deal, Order
 from conditions.marketdata.replay import as_epoch_ms
-from conditions.marketdata.stub import run_stub
 from conditions.marketdata.stub_orders import COMMISSION
-from tests.conftest import KLINES_DIR
-from tests.factories import DCA_SETTINGS, BotFactory, ExchangeAccountFactory
+from tests.bots.live import live_bot, stub_exchange
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def stub():
-    with run_stub(KLINES_DIR / "ETHBTC-5m.csv", speed=0, start="2018-01-15T00:00:00Z") as running:
-        with override_settings(
-            BINANCE_API_URL=running.url,
-            BINANCE_TIMEOUT_S=2,
-            KLINE_CACHE_PREFIX=f"test-klines-{uuid.uuid4().hex}",
-        ):
-            market.cache_clear()
-            yield running
-        market.cache_clear()
+    with stub_exchange(BINANCE_TIMEOUT_S=2) as running:
+        yield running
 
 
 @pytest.fixture
 def resting(stub, django_capture_on_commit_callbacks) -> Deal:
     """An open deal on a live (stub) Binance account, its take profit resting."""
-    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
-    bot = BotFactory(
-        user=account.user,
-        account=account,
-        symbol="ETHBTC",
-        status="running",
-        settings={**DCA_SETTINGS, "stop_loss": 5.0},
-    )
+    bot = live_bot(stop_loss=5.0)
     with django_capture_on_commit_callbacks(execute=False):
         deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
         place_new(deal)  # the base order, at market
@@ -196,14 +177,7 @@ def test_a_take_profit_that_fills_before_its_cancel_lands_closes_the_deal_with_n
 
 def resting_safety_deal(stub, django_capture_on_commit_callbacks) -> Deal:
     """An open deal whose resting safety order and take profit rest."""
-    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
-    bot = BotFactory(
-        user=account.user,
-        account=account,
-        symbol="ETHBTC",
-        status="running",
-        settings={**DCA_SETTINGS, "safety_mode": "resting"},
-    )
+    bot = live_bot(safety_mode="resting")
     with django_capture_on_commit_callbacks(execute=False):
         deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
         place_new(deal)
@@ -285,10 +259,7 @@ def test_a_take_profit_whose_placement_may_still_land_is_not_taken_for_cancelled
 ):
     # given a deal whose take profit a worker sent, its answer lost: not on the
     # exchange (yet), but within the exchange's recvWindow it may still land
-    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
-    bot = BotFactory(
-        user=account.user, account=account, symbol="ETHBTC", status="running", settings=DCA_SETTINGS
-    )
+    bot = live_bot()
     with django_capture_on_commit_callbacks(execute=False):
         deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
         place_new(deal)
@@ -339,10 +310,7 @@ def test_a_take_profit_marked_for_cancel_before_it_went_out_is_never_sent(
     # given a deal whose take profit row is written but not sent yet, when a
     # safety order fills and marks it for cancel (what the decision's
     # after-commit step writes)
-    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
-    bot = BotFactory(
-        user=account.user, account=account, symbol="ETHBTC", status="running", settings=DCA_SETTINGS
-    )
+    bot = live_bot()
     with django_capture_on_commit_callbacks(execute=False):
         deal = deals.open_deal(bot.pk, "entry-1", stub.now_ms(), "test")
         place_new(deal)  # the base only: tp1 is written, not sent

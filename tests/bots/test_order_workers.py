@@ -13,7 +13,8 @@ from bots import deals
 from bots.models import Deal, Order
 from bots.services import subscribe_entry
 from conditions.models import ConditionSubscription, ConditionTrigger
-from tests.factories import DCA_SETTINGS, BotFactory, ExchangeAccountFactory
+from tests.bots.live import live_bot
+from tests.factories import DCA_SETTINGS
 from tests.pipeline.conftest import BAR_12_00, wait_until
 
 pytestmark = pytest.mark.worker
@@ -26,14 +27,7 @@ SETTINGS = {**DCA_SETTINGS, "max_active_deals": 3}
 
 
 def binance_bot(**settings):
-    account = ExchangeAccountFactory(exchange="binance", api_key="k" * 64, api_secret="s" * 64)
-    return BotFactory(
-        user=account.user,
-        account=account,
-        symbol="ETHBTC",
-        status="running",
-        settings={**SETTINGS, **settings},
-    )
+    return live_bot(**{**SETTINGS, **settings})
 
 
 def base_order_row(bot, stub, django_capture_on_commit_callbacks) -> Order:

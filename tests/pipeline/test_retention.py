@@ -19,7 +19,7 @@ from bots.services import entry_holds, entry_playbook, subscribe_entry
 from conditions.models import BarEvaluation, ConditionTrigger
 from conditions.services import condition_status
 from tests.conftest import manage
-from tests.factories import DCA_SETTINGS, BotFactory
+from tests.factories import DCA_SETTINGS, BotFactory, playbook_entry
 from tests.pipeline.conftest import bar
 
 pytestmark = pytest.mark.django_db
@@ -27,22 +27,6 @@ pytestmark = pytest.mark.django_db
 DAY_MS = 86_400_000
 ALWAYS = {"type": "price", "operator": ">", "compareValue": 0.0001}
 NEVER = {"type": "price", "operator": ">", "compareValue": 1000}
-
-
-def entry_of(*steps: tuple[dict, int]) -> dict:
-    return {
-        "mode": "playbook",
-        "conditions": [
-            {
-                "condition": condition,
-                "priority": priority,
-                "validityDuration": validity,
-                "validityDurationUnit": "bars",
-            }
-            for priority, (condition, validity) in enumerate(steps, start=1)
-        ],
-        "gateLogic": "ALL",
-    }
 
 
 def running_bot(symbol: str, entry: dict) -> Bot:
@@ -79,10 +63,10 @@ def test_old_cache_rows_go_and_a_bots_entry_window_stays(live):
     # given an ETHBTC bot whose entry needs a condition that held within
     # 3,000 5m bars (10.4 days) and one that holds now; it held 10 days ago
     old, now = ALWAYS, {**ALWAYS, "compareValue": 0.0002}
-    bot = running_bot("ETHBTC", entry_of((old, 3000), (now, 1)))
+    bot = running_bot("ETHBTC", playbook_entry((old, 3000), (now, 1)))
     playbook = entry_playbook(bot)
     # and an LTCBTC bot entering on one condition, which reads no cache row
-    running_bot("LTCBTC", entry_of((NEVER, 3000)))
+    running_bot("LTCBTC", playbook_entry((NEVER, 3000)))
     # and both pairs evaluated at 11:55, with history before that
     evaluation.evaluate_symbol("ETHBTC", "5m")
     evaluation.evaluate_symbol("LTCBTC", "5m")
@@ -157,7 +141,7 @@ def test_done_outbox_messages_go_after_their_days_pending_ones_never(live):
 
 
 def test_the_command_reports_what_it_deleted_and_dry_run_deletes_nothing(live, capsys):
-    running_bot("ETHBTC", entry_of((ALWAYS, 3000), (ALWAYS, 1)))
+    running_bot("ETHBTC", playbook_entry((ALWAYS, 3000), (ALWAYS, 1)))
     history("ETHBTC", [40, 10], {})
     history("LTCBTC", [40, 20, 0.5], {})
 
