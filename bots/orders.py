@@ -295,7 +295,9 @@ def reconcile_orders(limit: int = 500, settle_s: float = 0.0) -> int:
 
     A `new` or `submitted` order changed less than `settle_s` ago still has
     its place_order task on the way: it is left to it, so that a burst of
-    entries is placed by every worker at once rather than by this loop alone."""
+    entries is placed by every worker at once rather than by this loop alone.
+    Resting orders are asked for by symbol (one openOrders request per
+    account and symbol); only those that moved are looked up one by one."""
     settled = timezone.now() - timedelta(seconds=settle_s)
     # Least recently looked at first: a look that changes nothing still
     # moves the order to the back, so every order is seen however many rest.
@@ -308,29 +310,65 @@ def reconcile_orders(limit: int = 500, settle_s: float = 0.0) -> int:
         .order_by("updated_at", "pk")[:limit]
     )
     touched = 0
+    resting: dict[tuple[int, str], list[Order]] = {}
     for order in pending:
-        try:
-            if unwanted(order):
-                # Cancelled until it is final (its own task may have given up
-                # on an exchange that was down), once that task had its turn.
-                if order.updated_at <= settled:
-                    cancel_order(order.pk)
-            elif order.status in (Order.Status.NEW, Order.Status.SUBMITTED):
-                place_order(order.pk)
-            else:
-                state = _lookup(_exchange(order), order.deal.bot.symbol, order.client_order_id)
-                if state.status != order.status or state.filled_quantity != order.filled_quantity:
-                    apply_state(order.pk, state)
-                else:
-                    _to_the_back(order)
-            touched += 1
-        except (OutcomeUnknown, OrderNotFound) as exc:
-            logger.warning("reconcile %s: %s", order.client_order_id, exc)
-            _to_the_back(order)
-        except Exception:
-            logger.exception("reconcile %s failed", order.client_order_id)
-            _to_the_back(order)
+        if unwanted(order) or order.status in (Order.Status.NEW, Order.Status.SUBMITTED):
+            touched += _reconcile_one(order, settled)
+        else:
+            resting.setdefault((order.deal.bot.account_id, order.deal.bot.symbol), []).append(order)
+    for group in resting.values():
+        touched += _reconcile_resting(group, settled)
     return touched
+
+
+def _reconcile_resting(group: list[Order], settled) -> int:
+    """One account's resting orders on one symbol: those still resting as
+    we know them go to the back; the others are looked up on their own."""
+    first = group[0]
+    try:
+        still = _exchange(first).open_orders(first.deal.bot.symbol)
+    except Exception as exc:
+        logger.warning("reconcile %s open orders: %s", first.deal.bot.symbol, exc)
+        for order in group:
+            _to_the_back(order)
+        return 0
+    touched = 0
+    for order in group:
+        state = still.get(order.client_order_id)
+        if (
+            state is not None
+            and state.status == order.status
+            and state.filled_quantity == order.filled_quantity
+        ):
+            _to_the_back(order)
+            touched += 1
+        else:
+            touched += _reconcile_one(order, settled)
+    return touched
+
+
+def _reconcile_one(order: Order, settled) -> int:
+    try:
+        if unwanted(order):
+            # Cancelled until it is final (its own task may have given up
+            # on an exchange that was down), once that task had its turn.
+            if order.updated_at <= settled:
+                cancel_order(order.pk)
+        elif order.status in (Order.Status.NEW, Order.Status.SUBMITTED):
+            place_order(order.pk)
+        else:
+            state = _lookup(_exchange(order), order.deal.bot.symbol, order.client_order_id)
+            if state.status != order.status or state.filled_quantity != order.filled_quantity:
+                apply_state(order.pk, state)
+            else:
+                _to_the_back(order)
+        return 1
+    except (OutcomeUnknown, OrderNotFound) as exc:
+        logger.warning("reconcile %s: %s", order.client_order_id, exc)
+    except Exception:
+        logger.exception("reconcile %s failed", order.client_order_id)
+    _to_the_back(order)
+    return 0
 
 
 def _to_the_back(order: Order) -> None:

@@ -99,6 +99,13 @@ class BinanceExchange:
             state = self._with_trade_fees(symbol, answer, state)
         return state
 
+    def open_orders(self, symbol: str) -> dict[str, OrderState]:
+        """GET /api/v3/openOrders for one symbol: weight 6 for all of its
+        resting orders, where a lookup each costs 4. No fees (fills are not
+        in it): an order that moved is looked up on its own."""
+        answer = self._call(lambda: self.client.get_open_orders(symbol=symbol))
+        return {state.client_order_id: state for state in map(self._state, answer)}
+
     # --- plumbing -----------------------------------------------------------------
     def _call(self, request):
         try:

@@ -127,6 +127,14 @@ class PaperExchange:
             order = self._settle_resting(order)
         return self._state(order)
 
+    def open_orders(self, symbol: str) -> dict[str, OrderState]:
+        """Its resting limits on the symbol, each settled against the candles first."""
+        resting = PaperOrder.objects.filter(
+            account_id=self.account_id, symbol=symbol, status="open", type="limit"
+        )
+        states = [self._state(self._settle_resting(order)) for order in resting]
+        return {state.client_order_id: state for state in states if state.status == "open"}
+
     def cancel_order(self, symbol: str, client_order_id: str) -> OrderState:
         self.get_order(symbol, client_order_id)  # a limit reached before the cancel has filled
         with transaction.atomic():

@@ -1,4 +1,4 @@
-"""The stub's order endpoints: POST, GET and DELETE /api/v3/order.
+"""The stub's order endpoints: POST, GET and DELETE /api/v3/order, GET /api/v3/openOrders.
 
 Enough of Binance's behaviour to test a live adapter for real: market orders
 fill at the replayed price with a 0.1% commission in the received asset,
@@ -208,6 +208,17 @@ class OrderBook:
             self._settle_resting(order, request.now_ms)
             return order.body()
 
+    def open_orders(self, request: StubRequest) -> list[dict]:
+        """The symbol's orders still resting (NEW or PARTIALLY_FILLED), as
+        Binance's GET /api/v3/openOrders: one request for all of them."""
+        _require_key(request)
+        symbol = request.required("symbol").upper()
+        with self._lock:
+            resting = [o for o in self.orders.values() if o.symbol == symbol]
+            for order in resting:
+                self._settle_resting(order, request.now_ms)
+            return [o.body() for o in resting if o.status in ("NEW", "PARTIALLY_FILLED")]
+
     def cancel_order(self, request: StubRequest) -> dict:
         _require_key(request)
         order = self._find(request, missing=-2011)
@@ -295,5 +306,6 @@ def add_order_routes(stub: BinanceStub) -> OrderBook:
     stub.add_route("POST", "/api/v3/order", book.new_order, weight=1)
     stub.add_route("GET", "/api/v3/order", book.query_order, weight=4)
     stub.add_route("DELETE", "/api/v3/order", book.cancel_order, weight=1)
+    stub.add_route("GET", "/api/v3/openOrders", book.open_orders, weight=6)
     stub.add_route("GET", "/api/v3/myTrades", book.my_trades, weight=20)
     return book

@@ -432,23 +432,39 @@ def test_an_exit_refused_for_dust_closes_the_deal_with_what_is_left_on_record(
     assert "NOTIONAL" in refused.detail["error"]
 
 
-def test_reconciliation_looks_at_every_resting_order_however_many_rest(
+def test_reconciliation_asks_for_resting_orders_by_symbol_and_looks_up_only_what_moved(
     stub, resting, django_capture_on_commit_callbacks
 ):
-    resting_safety_deal(stub, django_capture_on_commit_callbacks)  # two more resting orders
-    resting_ids = {o.client_order_id for o in Order.objects.filter(status="open", type="limit")}
-    assert len(resting_ids) == 3
+    resting_safety_deal(stub, django_capture_on_commit_callbacks)  # another account's two
+    stub.clear_request_log()
 
+    # when nothing moved, one openOrders request per account and symbol, no lookup
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.reconcile_orders()
+    assert stub.request_count("/api/v3/openOrders") == 2
+    assert stub.request_count("/api/v3/order") == 0
+
+    # when one order trades in part, only it is looked up (its fee is in its trades)
+    tp1 = resting.orders.get(leg="tp1")
+    stub.orders.fill_partially(tp1.client_order_id, part_of(tp1), stub.now_ms())
+    with django_capture_on_commit_callbacks(execute=False):
+        orders.reconcile_orders()
+    lookups = [r.params["origClientOrderId"] for r in stub.request_log("/api/v3/order")]
+    assert lookups == [tp1.client_order_id]
+    tp1.refresh_from_db()
+    assert tp1.status == "partially_filled" and tp1.fee > 0
+
+
+def test_reconciliation_sees_every_resting_order_however_many_rest(
+    stub, resting, django_capture_on_commit_callbacks
+):
+    resting_safety_deal(stub, django_capture_on_commit_callbacks)
+    before = timezone.now()
     with django_capture_on_commit_callbacks(execute=False):
         for _ in range(3):
             orders.reconcile_orders(limit=1)
-
-    looked = {
-        r.params.get("origClientOrderId")
-        for r in stub.request_log("/api/v3/order")
-        if r.method == "GET"
-    }
-    assert looked == resting_ids
+    looked = Order.objects.filter(status="open", type="limit", updated_at__gt=before)
+    assert looked.count() == Order.objects.filter(status="open", type="limit").count() == 3
 
 
 def test_a_take_profit_the_exchange_ended_by_itself_is_not_placed_again(
