@@ -101,6 +101,20 @@ def place_order(order_id: int) -> None:
         return
     exchange = _exchange(order)
     symbol = order.deal.bot.symbol
+    if order.status == Order.Status.SUBMITTED:
+        # An earlier attempt's answer was lost: does the order exist? Asked
+        # first: one that landed is recorded as it is, whatever our own
+        # checks would say of sending it now.
+        try:
+            apply_state(order.pk, _lookup(exchange, symbol, order.client_order_id))
+            return
+        except OrderNotFound:
+            # Not yet, perhaps: the earlier request may still be on its way.
+            # Only once the exchange would refuse it is it safe to send again.
+            if not _past_recv_window(order):
+                raise OutcomeUnknown(
+                    f"{order.client_order_id}: not found yet; the earlier attempt may still land"
+                ) from None
     try:
         request = build_request(order, exchange)
     except OrderRejected as exc:
@@ -116,17 +130,6 @@ def place_order(order_id: int) -> None:
             .update(status=Order.Status.SUBMITTED, submitted_at=now)
         )
     else:
-        # An earlier attempt's answer was lost: does the order exist?
-        try:
-            apply_state(order.pk, _lookup(exchange, symbol, order.client_order_id))
-            return
-        except OrderNotFound:
-            # Not yet, perhaps: the earlier request may still be on its way.
-            # Only once the exchange would refuse it is it safe to send again.
-            if not _past_recv_window(order):
-                raise OutcomeUnknown(
-                    f"{order.client_order_id}: not found yet; the earlier attempt may still land"
-                ) from None
         claimed = (
             Order.objects.filter(
                 pk=order.pk, status=Order.Status.SUBMITTED, submitted_at=order.submitted_at

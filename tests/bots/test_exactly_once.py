@@ -76,6 +76,27 @@ def test_a_slow_order_that_lands_after_the_timeout_is_found_on_retry(
 
 
 @pytest.mark.django_db
+def test_an_order_that_landed_is_recorded_even_if_our_checks_would_refuse_it_now(
+    stub, base_order, django_capture_on_commit_callbacks
+):
+    # given a base order sent, its answer lost, that landed on the exchange
+    stub.inject_fault("hang", path="/api/v3/order", seconds=0.8)
+    with pytest.raises(orders.OutcomeUnknown):
+        place(base_order, django_capture_on_commit_callbacks)
+    time.sleep(0.5)
+    # and the row now below what our own checks would send (the filters changed, say)
+    Order.objects.filter(pk=base_order.pk).update(quote_amount="0.00001")
+
+    # when it is retried, it is looked up before anything is checked
+    place(base_order, django_capture_on_commit_callbacks)
+
+    # then it is recorded filled and the deal opens, instead of failing while holding base
+    assert base_order.status == "filled"
+    base_order.deal.refresh_from_db()
+    assert base_order.deal.state == "open"
+
+
+@pytest.mark.django_db
 def test_an_order_refused_for_arriving_too_late_is_placed_again_only_after_the_window(
     stub, base_order, django_capture_on_commit_callbacks
 ):
