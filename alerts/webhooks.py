@@ -127,44 +127,43 @@ def post(
     for address in addresses or [host.strip("[]")]:
         if time.monotonic() >= deadline:
             break
-        pool = _pool(parts, address, host)
-        try:
-            # Streamed: the status is the answer, and a body that never ends
-            # (or trickles in byte by byte, each byte renewing the read
-            # timeout) must not hold the worker past the timeout.
-            response = pool.urlopen(
-                "POST",
-                target,
-                body=body,
-                headers=headers,
-                timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=False,
-            )
-        except NewConnectionError as exc:  # refused or unreachable: the next address
-            refused = exc
-            pool.close()
-            continue
-        except ConnectTimeoutError:  # this one is silent: so may the next be
-            pool.close()
-            refused = None
-            continue
-        except urllib3.exceptions.TimeoutError:
-            pool.close()
-            return Attempt(None, "", f"no answer within {timeout_s:g} s")
-        except HTTPError as exc:
-            pool.close()
-            return Attempt(None, "", f"{type(exc).__name__}: {str(exc)[:300]}")
-        try:
-            return Attempt(response.status, _excerpt(response, deadline), "")
-        finally:
-            response.release_conn()
-            pool.close()
+        with _pool(parts, address, host) as pool:
+            try:
+                # Streamed: the status is the answer, and a body that never
+                # ends (or trickles in byte by byte, each byte renewing the
+                # read timeout) must not hold the worker past the timeout.
+                response = pool.urlopen(
+                    "POST",
+                    target,
+                    body=body,
+                    headers=headers,
+                    timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    preload_content=False,
+                )
+            except NewConnectionError as exc:  # refused or unreachable: the next address
+                refused = exc
+                continue
+            except ConnectTimeoutError:  # this one is silent: so may the next be
+                refused = None
+                continue
+            except urllib3.exceptions.TimeoutError:
+                return Attempt(None, "", f"no answer within {timeout_s:g} s")
+            except HTTPError as exc:
+                return _failed(exc)
+            try:
+                return Attempt(response.status, _excerpt(response, deadline), "")
+            finally:
+                response.release_conn()
     if refused is not None:
-        return Attempt(None, "", f"{type(refused).__name__}: {str(refused)[:300]}")
+        return _failed(refused)
     return Attempt(None, "", f"no answer within {timeout_s:g} s")
+
+
+def _failed(exc: Exception) -> Attempt:
+    return Attempt(None, "", f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
 def _port(parts: SplitResult) -> int:
