@@ -208,7 +208,7 @@ def apply_state(order_id: int, state: OrderState, now_ms: int | None = None) -> 
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
         previous = order.status
-        if previous in ("filled", "cancelled", "rejected", "failed") and state.status != "filled":
+        if previous in deals.FINAL_ORDER_STATES and state.status != "filled":
             return
         traded_before = deals.Traded.of(order)
         order.exchange_order_id = state.exchange_order_id
@@ -245,7 +245,7 @@ def cancel_order(order_id: int) -> None:
     if order.status == Order.Status.NEW and _cancel_unsent(order):
         return
     order.refresh_from_db()  # a place_order task may have claimed it meanwhile
-    if order.status in ("filled", "cancelled", "rejected", "failed"):
+    if order.status in deals.FINAL_ORDER_STATES:
         return
     exchange = _exchange(order)
     symbol = order.deal.bot.symbol
@@ -338,11 +338,7 @@ def _reconcile_resting(group: list[Order], settled) -> int:
     touched = 0
     for order in group:
         state = still.get(order.client_order_id)
-        if (
-            state is not None
-            and state.status == order.status
-            and state.filled_quantity == order.filled_quantity
-        ):
+        if state is not None and not _moved(order, state):
             _to_the_back(order)
             touched += 1
         else:
@@ -361,7 +357,7 @@ def _reconcile_one(order: Order, settled) -> int:
             place_order(order.pk)
         else:
             state = _lookup(_exchange(order), order.deal.bot.symbol, order.client_order_id)
-            if state.status != order.status or state.filled_quantity != order.filled_quantity:
+            if _moved(order, state):
                 apply_state(order.pk, state)
             else:
                 _to_the_back(order)
@@ -372,6 +368,11 @@ def _reconcile_one(order: Order, settled) -> int:
         logger.exception("reconcile %s failed", order.client_order_id)
     _to_the_back(order)
     return 0
+
+
+def _moved(order: Order, state: OrderState) -> bool:
+    """Whether the exchange says more than the row holds."""
+    return state.status != order.status or state.filled_quantity != order.filled_quantity
 
 
 def _to_the_back(order: Order) -> None:
