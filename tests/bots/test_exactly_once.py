@@ -53,15 +53,21 @@ def test_a_lost_answer_whose_order_arrived_is_found_not_placed_again(
     assert base_order.deal.state == "open"
 
 
+def sent_into_a_hang(stub, order: Order, django_capture_on_commit_callbacks) -> None:
+    """The order sent to an exchange that takes it but answers after our
+    timeout (within its recvWindow): its outcome is unknown to us."""
+    stub.inject_fault("hang", path="/api/v3/order", seconds=0.8)
+    with pytest.raises(orders.OutcomeUnknown):
+        place(order, django_capture_on_commit_callbacks)
+
+
 @pytest.mark.django_db
 def test_a_slow_order_that_lands_after_the_timeout_is_found_on_retry(
     stub, base_order, django_capture_on_commit_callbacks
 ):
     # given the exchange answers after our timeout, but within its recvWindow
-    stub.inject_fault("hang", path="/api/v3/order", seconds=0.8)
     # when the first attempt times out, the outcome is unknown: no second order yet
-    with pytest.raises(orders.OutcomeUnknown):
-        place(base_order, django_capture_on_commit_callbacks)
+    sent_into_a_hang(stub, base_order, django_capture_on_commit_callbacks)
     assert Order.objects.get(pk=base_order.pk).status == "submitted"
     # and a retry before the recvWindow has passed does not send again
     stub_orders_before = stub.request_count("/api/v3/order")
@@ -80,9 +86,7 @@ def test_an_order_that_landed_is_recorded_even_if_our_checks_would_refuse_it_now
     stub, base_order, django_capture_on_commit_callbacks
 ):
     # given a base order sent, its answer lost, that landed on the exchange
-    stub.inject_fault("hang", path="/api/v3/order", seconds=0.8)
-    with pytest.raises(orders.OutcomeUnknown):
-        place(base_order, django_capture_on_commit_callbacks)
+    sent_into_a_hang(stub, base_order, django_capture_on_commit_callbacks)
     time.sleep(0.5)
     # and the row now below what our own checks would send (the filters changed, say)
     Order.objects.filter(pk=base_order.pk).update(quote_amount="0.00001")
